@@ -1,0 +1,169 @@
+"""Callbacks that switch a loss to its second training stage during ``fit``.
+
+* ``DeferredReweighting`` (DRW, Cao et al. 2019): class weights all ones
+  before ``start_epoch`` (0-based), class-balanced (effective number, beta)
+  from then on.
+* ``GradientAdjustment`` (GA, KPS): from ``start_epoch`` every row of the KPS
+  loss is scaled by its target class's scale instead of the base scale.
+
+The stage is a pure function of the epoch index the callback is given in
+``on_epoch_begin``, so resuming with ``initial_epoch`` or
+``keras.callbacks.BackupAndRestore`` past the switch starts in the second
+stage. When the stage changes, the model's compiled train and test functions
+are rebuilt: under ``jit`` (TensorFlow, JAX, torch.compile) a loss attribute is
+a trace-time constant, and changing it alone would be silently ignored.
+"""
+
+import keras
+
+from keras_margins.priors import class_balanced_weights, validate_class_counts
+
+__all__ = ["StageSwitch", "DeferredReweighting", "GradientAdjustment", "find_losses"]
+
+
+def _walk_losses(loss):
+    if loss is None or isinstance(loss, str) or callable(loss) and not isinstance(
+            loss, keras.losses.Loss):
+        return
+    if isinstance(loss, dict):
+        for value in loss.values():
+            yield from _walk_losses(value)
+        return
+    if isinstance(loss, (list, tuple)):
+        for value in loss:
+            yield from _walk_losses(value)
+        return
+    yield loss
+    # Composite losses (e.g. SampleMarginLoss) expose what they wrap.
+    yield from _walk_losses(getattr(loss, "base_loss", None))
+
+
+def find_losses(model, predicate):
+    """The Loss objects given to ``model.compile`` (nested ones included) that
+    satisfy ``predicate``."""
+    return [loss for loss in _walk_losses(getattr(model, "loss", None)) if predicate(loss)]
+
+
+def _check_start_epoch(start_epoch):
+    if isinstance(start_epoch, bool) or not isinstance(start_epoch, int) or start_epoch < 0:
+        raise ValueError(f"`start_epoch` must be a non-negative integer (0-based epoch), "
+                         f"received {start_epoch!r}.")
+    return start_epoch
+
+
+class StageSwitch(keras.callbacks.Callback):
+    """Base: a two-stage switch at 0-based ``start_epoch`` applied to losses.
+
+    Subclasses define ``accepts(loss)`` and ``set_stage(loss, second_stage)``,
+    the latter returning True when it changed the loss.
+    """
+
+    #: What the error message says the model's loss must be.
+    requirement = "a switchable loss"
+
+    def __init__(self, start_epoch):
+        super().__init__()
+        self.start_epoch = _check_start_epoch(start_epoch)
+        self.second_stage = None
+
+    def accepts(self, loss):
+        raise NotImplementedError
+
+    def set_stage(self, loss, second_stage):
+        raise NotImplementedError
+
+    def targets(self):
+        losses = find_losses(self.model, self.accepts)
+        if not losses:
+            raise ValueError(
+                f"{type(self).__name__} needs a model compiled with {self.requirement}; "
+                f"received loss {getattr(self.model, 'loss', None)!r}.")
+        return losses
+
+    def on_train_begin(self, logs=None):
+        self.targets()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.second_stage = epoch >= self.start_epoch
+        changed = [self.set_stage(loss, self.second_stage) for loss in self.targets()]
+        if any(changed):
+            # The compiled step functions captured the previous stage: rebuild.
+            self.model.make_train_function(force=True)
+            self.model.make_test_function(force=True)
+
+    def get_config(self):
+        return {"start_epoch": self.start_epoch}
+
+
+class DeferredReweighting(StageSwitch):
+    """Deferred re-weighting: class-balanced class weights from ``start_epoch``.
+
+    Before ``start_epoch`` (0-based) the loss's ``class_weights`` are all ones;
+    from it on, ``(1 - beta) / (1 - beta^n_j)`` rescaled to sum to C.
+    Works on every loss with ``class_weights`` (LDAM, ELM, MM, ...).
+
+    Args:
+        class_counts: per-class training counts (any order).
+        start_epoch: 0-based epoch of the switch (160 of 200 in the paper).
+        beta: effective-number hyper-parameter (0.9999).
+
+    Example:
+    ```python
+    model.compile(optimizer=opt, loss=km.losses.LDAMLoss(counts))
+    model.fit(train, epochs=200,
+              callbacks=[km.callbacks.DeferredReweighting(counts, start_epoch=160)])
+    ```
+
+    Reference: Cao et al., NeurIPS 2019, Section 3.3 / Algorithm 1.
+    """
+
+    requirement = "a loss that takes `class_weights` (e.g. LDAMLoss, ELMLoss)"
+
+    def __init__(self, class_counts, start_epoch=160, beta=0.9999):
+        super().__init__(start_epoch)
+        self.class_counts = validate_class_counts(class_counts)
+        self.beta = float(beta)
+        self.weights = class_balanced_weights(self.class_counts, self.beta)
+
+    def accepts(self, loss):
+        return bool(getattr(loss, "accepts_class_weights", False))
+
+    def set_stage(self, loss, second_stage):
+        target = self.weights if second_stage else None
+        current = loss.class_weights
+        if target is None and current is None:
+            return False
+        if target is not None and current is not None and current.shape == target.shape \
+                and (current == target).all():
+            return False
+        loss.class_weights = target
+        return True
+
+    def get_config(self):
+        return {"class_counts": self.class_counts.tolist(),
+                "start_epoch": self.start_epoch, "beta": self.beta}
+
+
+class GradientAdjustment(StageSwitch):
+    """KPS gradient adjustment: per-class scales from ``start_epoch`` on.
+
+    Switches every ``KPSLoss`` of the model to ``gradient_adjustment=True``
+    from 0-based ``start_epoch`` (120 of 200 in the paper).
+
+    Reference: Li, Cheung & Hu, "Key Point Sensitive Loss for Long-Tailed
+    Visual Recognition", Section 3.3.
+    """
+
+    requirement = "a loss with a gradient-adjustment stage (KPSLoss)"
+
+    def __init__(self, start_epoch=120):
+        super().__init__(start_epoch)
+
+    def accepts(self, loss):
+        return hasattr(loss, "gradient_adjustment") and hasattr(loss, "kps_scales")
+
+    def set_stage(self, loss, second_stage):
+        if bool(loss.gradient_adjustment) == second_stage:
+            return False
+        loss.gradient_adjustment = second_stage
+        return True

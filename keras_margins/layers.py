@@ -1,0 +1,105 @@
+"""``CosineDense``: a cosine-normalised classifier head.
+
+``output = (x / ||x||) @ (W / ||W||_columns)``: each output is the cosine
+between the features and one class prototype (a column of ``W``), in [-1, 1].
+No bias. The normalisation runs in float32 under every dtype policy, and an
+all-zero feature vector gives all-zero cosines (never NaN).
+
+Reference: the ``NormedLinear`` head of LDAM-DRW (Cao et al., 2019) and
+NormFace (Wang et al., 2017).
+"""
+
+import keras
+from keras import ops
+
+__all__ = ["CosineDense", "UnitNormColumns", "l2_normalize"]
+
+_EPSILON = 1e-12
+
+
+def l2_normalize(x, axis=-1, epsilon=_EPSILON):
+    """``x / max(||x||_2, epsilon)`` along ``axis`` (zero vectors stay zero)."""
+    squared = ops.sum(ops.square(x), axis=axis, keepdims=True)
+    return x * ops.rsqrt(ops.maximum(squared, epsilon * epsilon))
+
+
+@keras.saving.register_keras_serializable(package="keras_margins")
+class UnitNormColumns(keras.initializers.Initializer):
+    """Uniform(-1, 1) entries, then every column rescaled to unit L2 norm."""
+
+    def __init__(self, seed=None):
+        self.seed = seed
+        self._generator = keras.random.SeedGenerator(seed) if seed is not None else None
+
+    def __call__(self, shape, dtype=None):
+        dtype = dtype or keras.backend.floatx()
+        seed = self._generator if self._generator is not None else None
+        values = keras.random.uniform(shape, -1.0, 1.0, dtype="float32", seed=seed)
+        return ops.cast(l2_normalize(values, axis=0), dtype)
+
+    def get_config(self):
+        return {"seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package="keras_margins")
+class CosineDense(keras.layers.Layer):
+    """Dense layer of cosines: normalised inputs times a column-normalised kernel.
+
+    ``y_j = <x / ||x||, w_j / ||w_j||>`` for each of ``units`` classes.
+
+    Args:
+        units: number of classes.
+        kernel_initializer: default ``UnitNormColumns`` (unit-norm columns).
+        kernel_regularizer: e.g. ``keras_margins.regularizers.ZeroCentroid``.
+        kernel_constraint: optional Keras constraint.
+
+    Example:
+    ```python
+    features = keras.layers.GlobalAveragePooling2D()(backbone_output)
+    cosines = km.layers.CosineDense(10)(features)
+    model.compile(loss=km.losses.LDAMLoss(class_counts))
+    ```
+    """
+
+    def __init__(self, units, kernel_initializer=None, kernel_regularizer=None,
+                 kernel_constraint=None, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(units, bool) or not isinstance(units, int) or units < 2:
+            raise ValueError(f"`units` must be an integer >= 2 (the number of classes), "
+                             f"received {units!r}.")
+        self.units = units
+        self.kernel_initializer = keras.initializers.get(
+            kernel_initializer if kernel_initializer is not None else UnitNormColumns())
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.kernel_constraint = keras.constraints.get(kernel_constraint)
+
+    def build(self, input_shape):
+        features = input_shape[-1]
+        if features is None:
+            raise ValueError(f"CosineDense needs a known last dimension, received input "
+                             f"shape {input_shape}.")
+        self.kernel = self.add_weight(
+            name="kernel", shape=(features, self.units),
+            initializer=self.kernel_initializer, regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint)
+
+    def normalized_kernel(self):
+        """The kernel with unit-norm columns (class prototypes), float32."""
+        return l2_normalize(ops.cast(self.kernel, "float32"), axis=0)
+
+    def call(self, inputs):
+        features = l2_normalize(ops.cast(inputs, "float32"), axis=-1)
+        cosines = ops.matmul(features, self.normalized_kernel())
+        return ops.cast(cosines, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.units,)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            units=self.units,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
+            kernel_constraint=keras.constraints.serialize(self.kernel_constraint))
+        return config

@@ -1,0 +1,178 @@
+"""The backend-agnostic core: margin softmax cross-entropy and its helpers.
+
+Almost every loss in this package is cross-entropy over *adjusted* class
+scores. Per sample ``i`` with label ``y``::
+
+    l_i = logsumexp_j( s_i * z_ij ) - s_i * t_i
+    z_ij = scores_ij  for j != y,   z_iy = t_i   (or dropped: ``exclude_target``)
+
+where ``t_i`` is the adjusted target score (``c_y - m_y`` for LDAM, ELM's
+``c_y - m_y + lam * m_j*``, ArcFace's ``cos(theta_y + m)``, ...) and ``s_i`` a
+scalar or per-sample scale. Only ``keras.ops`` is used, so the same function
+runs under TensorFlow, JAX and PyTorch, eager or compiled. Inputs of any float
+dtype are computed in float32 (float64 stays float64).
+"""
+
+import numpy as np
+from keras import ops
+
+__all__ = [
+    "compute_dtype",
+    "to_compute_dtype",
+    "check_scores",
+    "sparse_labels",
+    "target_mask",
+    "gather_target",
+    "max_non_target",
+    "margin_softmax_cross_entropy",
+    "nan_for_invalid_labels",
+    "safe_arccos",
+]
+
+
+def compute_dtype(x):
+    """``"float64"`` for float64 inputs, else ``"float32"`` (mixed precision safe)."""
+    return "float64" if ops.dtype(x) == "float64" else "float32"
+
+
+def to_compute_dtype(x):
+    """Casts ``x`` to float32 (or keeps float64)."""
+    x = ops.convert_to_tensor(x)
+    return ops.cast(x, compute_dtype(x))
+
+
+def check_scores(scores, name="y_pred"):
+    """Raises ``ValueError`` unless ``scores`` is (batch, classes) with >= 2 classes."""
+    rank = len(scores.shape)
+    if rank != 2:
+        raise ValueError(f"`{name}` must have shape (batch_size, num_classes), received "
+                         f"rank {rank} with shape {tuple(scores.shape)}.")
+    num_classes = scores.shape[-1]
+    if num_classes is not None and num_classes < 2:
+        raise ValueError(f"`{name}` must have at least 2 classes on its last axis, "
+                         f"received shape {tuple(scores.shape)}.")
+    return num_classes
+
+
+def _concrete_numpy(x):
+    """Returns ``x`` as numpy when it holds concrete values, None when symbolic.
+
+    Under ``jit`` (TensorFlow graphs, JAX tracers) the conversion is impossible
+    and the caller's eager-only checks are skipped.
+    """
+    try:
+        return ops.convert_to_numpy(x)
+    except Exception:  # symbolic tensors of any backend: not an error here
+        return None
+
+
+def sparse_labels(y_true, num_classes):
+    """Integer labels of shape (batch,) from sparse (B,), (B, 1) or one-hot (B, C).
+
+    Keras casts ``y_true`` to the loss dtype before ``call``; this casts it back
+    to int32. In eager mode labels outside ``[0, num_classes)`` raise
+    ``ValueError``; under ``jit`` they cannot be inspected and the losses
+    return NaN for those samples instead (see ``nan_for_invalid_labels``).
+    """
+    y_true = ops.convert_to_tensor(y_true)
+    shape = tuple(y_true.shape)
+    rank = len(shape)
+    if rank == 2 and shape[-1] == num_classes and num_classes not in (None, 1):
+        labels = ops.argmax(y_true, axis=-1)
+    elif rank == 2 and shape[-1] == 1:
+        labels = ops.squeeze(y_true, axis=-1)
+    elif rank == 1:
+        labels = y_true
+    else:
+        raise ValueError(
+            f"`y_true` must be sparse labels of shape (batch,) or (batch, 1), or "
+            f"one-hot of shape (batch, {num_classes}); received shape {shape}.")
+    if "float" in str(ops.dtype(labels)):
+        labels = ops.round(labels)
+    labels = ops.cast(labels, "int32")
+    values = _concrete_numpy(labels)
+    if values is not None and values.size and num_classes is not None:
+        low, high = int(np.min(values)), int(np.max(values))
+        if low < 0 or high >= num_classes:
+            bad = low if low < 0 else high
+            raise ValueError(f"`y_true` holds label {bad}, outside [0, {num_classes}) "
+                             f"for y_pred with {num_classes} classes.")
+    return labels
+
+
+def target_mask(labels, num_classes):
+    """Boolean (batch, classes) mask, True at each sample's label (no float one-hot)."""
+    return ops.expand_dims(labels, -1) == ops.arange(num_classes, dtype="int32")[None, :]
+
+
+def gather_target(scores, labels):
+    """``scores[i, labels[i]]`` for every row, shape (batch,)."""
+    num_classes = scores.shape[-1]
+    index = labels if num_classes is None else ops.clip(labels, 0, num_classes - 1)
+    return ops.take_along_axis(scores, ops.expand_dims(index, -1), axis=-1)[:, 0]
+
+
+def max_non_target(scores, labels, mask=None):
+    """Largest non-target score and its class, ``max_{j != y} scores_j``.
+
+    The target is excluded with ``where`` and the dtype's lowest finite value,
+    never a constant such as -1e8 that overflows in float16.
+    Returns ``(values, indices)``, each of shape (batch,).
+    """
+    if mask is None:
+        mask = target_mask(labels, scores.shape[-1])
+    lowest = float(np.finfo(ops.dtype(scores)).min) if ops.dtype(scores) != "bfloat16" \
+        else -3.3895313892515355e38
+    masked = ops.where(mask, ops.convert_to_tensor(lowest, dtype=ops.dtype(scores)), scores)
+    indices = ops.cast(ops.argmax(masked, axis=-1), "int32")
+    values = ops.take_along_axis(masked, ops.expand_dims(indices, -1), axis=-1)[:, 0]
+    return values, indices
+
+
+def margin_softmax_cross_entropy(labels, scores, target_scores=None, scale=1.0,
+                                 exclude_target=False, mask=None):
+    """Per-sample cross-entropy over margin-adjusted, scaled scores.
+
+    ``l_i = logsumexp_j(s_i * z_ij) - s_i * t_i`` with ``z_iy`` replaced by the
+    adjusted target score ``t_i`` (or removed from the log-sum-exp when
+    ``exclude_target``). Computed with a stable log-sum-exp in the scores'
+    dtype (call ``to_compute_dtype`` first).
+
+    Args:
+        labels: int32 labels of shape (batch,) (see ``sparse_labels``).
+        scores: (batch, classes) logits or cosines.
+        target_scores: (batch,) adjusted target scores; default the unchanged
+            target score (plain cross-entropy).
+        scale: python float, or (batch,) tensor of per-sample scales.
+        exclude_target: drop the target from the denominator (LM-Softmax).
+        mask: optional precomputed ``target_mask(labels, classes)``.
+
+    Returns:
+        (batch,) per-sample losses.
+    """
+    if mask is None:
+        mask = target_mask(labels, scores.shape[-1])
+    if target_scores is None:
+        target_scores = gather_target(scores, labels)
+    if exclude_target:
+        adjusted = ops.where(mask, ops.cast(-np.inf, ops.dtype(scores)), scores)
+    else:
+        adjusted = ops.where(mask, ops.expand_dims(target_scores, -1), scores)
+    if isinstance(scale, (int, float)):
+        if scale != 1.0:
+            adjusted = adjusted * scale
+        return ops.logsumexp(adjusted, axis=-1) - scale * target_scores
+    scale = ops.cast(scale, ops.dtype(scores))
+    adjusted = adjusted * ops.expand_dims(scale, -1)
+    return ops.logsumexp(adjusted, axis=-1) - scale * target_scores
+
+
+def nan_for_invalid_labels(losses, labels, num_classes):
+    """NaN where a label is outside ``[0, num_classes)`` (the jit-mode contract)."""
+    valid = ops.logical_and(labels >= 0, labels < num_classes)
+    return ops.where(valid, losses, ops.cast(np.nan, ops.dtype(losses)))
+
+
+def safe_arccos(cosines, eps=1e-7):
+    """``arccos`` of cosines clipped to ``[-1 + eps, 1 - eps]`` (finite gradient)."""
+    return ops.arccos(ops.clip(cosines, -1.0 + eps, 1.0 - eps))
