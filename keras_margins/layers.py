@@ -12,7 +12,7 @@ NormFace (Wang et al., 2017).
 import keras
 from keras import ops
 
-__all__ = ["CosineDense", "UnitNormColumns", "l2_normalize"]
+__all__ = ["CosineDense", "UnitNormColumns", "AppendFeatureNorm", "l2_normalize"]
 
 _EPSILON = 1e-12
 
@@ -20,7 +20,9 @@ _EPSILON = 1e-12
 def l2_normalize(x, axis=-1, epsilon=_EPSILON):
     """``x / max(||x||_2, epsilon)`` along ``axis`` (zero vectors stay zero)."""
     squared = ops.sum(ops.square(x), axis=axis, keepdims=True)
-    return x * ops.rsqrt(ops.maximum(squared, epsilon * epsilon))
+    # The floor is cast explicitly: keras-torch promotes (float64, python float) to float32.
+    floor = ops.cast(epsilon * epsilon, ops.dtype(squared))
+    return x * ops.rsqrt(ops.maximum(squared, floor))
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
@@ -83,12 +85,17 @@ class CosineDense(keras.layers.Layer):
             initializer=self.kernel_initializer, regularizer=self.kernel_regularizer,
             constraint=self.kernel_constraint)
 
+    @property
+    def _math_dtype(self):
+        # float32 under float16/bfloat16 policies; float64 stays float64.
+        return "float64" if self.compute_dtype == "float64" else "float32"
+
     def normalized_kernel(self):
         """The kernel with unit-norm columns (class prototypes), float32."""
-        return l2_normalize(ops.cast(self.kernel, "float32"), axis=0)
+        return l2_normalize(ops.cast(self.kernel, self._math_dtype), axis=0)
 
     def call(self, inputs):
-        features = l2_normalize(ops.cast(inputs, "float32"), axis=-1)
+        features = l2_normalize(ops.cast(inputs, self._math_dtype), axis=-1)
         cosines = ops.matmul(features, self.normalized_kernel())
         return ops.cast(cosines, self.compute_dtype)
 
@@ -103,3 +110,39 @@ class CosineDense(keras.layers.Layer):
             kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
             kernel_constraint=keras.constraints.serialize(self.kernel_constraint))
         return config
+
+
+@keras.saving.register_keras_serializable(package="keras_margins")
+class AppendFeatureNorm(keras.layers.Layer):
+    """Appends each sample's L1 feature norm to its logits: ``[logits, ||h||_1]``.
+
+    Called on ``[logits, features]`` (features of any rank; the norm sums
+    ``|h|`` over every non-batch axis), it returns shape (batch, C + 1): the
+    ``y_pred`` that ``keras_margins.losses.InfluenceBalancedLoss`` expects.
+    The norm is computed in float32; gradients flow into the features.
+
+    Example:
+    ```python
+    features = keras.layers.GlobalAveragePooling2D()(backbone_output)
+    logits = keras.layers.Dense(10)(features)
+    outputs = km.layers.AppendFeatureNorm()([logits, features])
+    train_model = keras.Model(inputs, outputs)      # compile with the IB loss
+    predict_model = keras.Model(inputs, logits)     # same weights, for inference
+    ```
+    """
+
+    def call(self, inputs):
+        if not isinstance(inputs, (list, tuple)) or len(inputs) != 2:
+            raise ValueError("AppendFeatureNorm expects a list [logits, features], "
+                             f"received {type(inputs).__name__}.")
+        logits, features = inputs
+        features = ops.cast(features, "float32")
+        axes = tuple(range(1, len(features.shape)))
+        norms = ops.sum(ops.abs(features), axis=axes)[:, None]
+        return ops.concatenate([ops.cast(logits, self.compute_dtype),
+                                ops.cast(norms, self.compute_dtype)], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        logits_shape = tuple(input_shape[0])
+        units = None if logits_shape[-1] is None else logits_shape[-1] + 1
+        return logits_shape[:-1] + (units,)

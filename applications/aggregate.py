@@ -1,0 +1,120 @@
+"""Aggregates run folders into the papers' table: mean ± std over seeds.
+
+    python -m applications.aggregate results/                       # every run
+    python -m applications.aggregate results/fashion-mnist-lt-exp100-e10 \\
+        --columns many medium few all --output RESULTS_fmnist.md
+
+Runs are grouped by (dataset, ratio, profile, epochs, recipe, backend) from
+their config.json; each group's report.json files (last-epoch
+``evaluate_long_tailed`` results) are aggregated with
+``keras_margins.evaluation.aggregate_seeds`` (sample standard deviation) and
+formatted with ``markdown_table``. Smoke runs are left out unless
+``--include-smoke``. Also prints the difference of each method's top-1 to CE
+of the same setting.
+"""
+
+import argparse
+import json
+import pathlib
+import sys
+
+__all__ = ["collect_runs", "aggregate_runs", "main"]
+
+KEYS = ("top1", "many", "medium", "few", "balanced_accuracy")
+
+
+def collect_runs(root, include_smoke=False):
+    """``[(config, report)]`` of every run folder under ``root``."""
+    runs = []
+    for config_path in sorted(pathlib.Path(root).rglob("config.json")):
+        report_path = config_path.with_name("report.json")
+        if not report_path.exists():
+            continue
+        config = json.loads(config_path.read_text())
+        if config.get("smoke") and not include_smoke:
+            continue
+        runs.append((config, json.loads(report_path.read_text())))
+    return runs
+
+
+def _setting(config):
+    return (config["dataset"], config["imbalance_ratio"], config["profile"], config["epochs"],
+            config.get("model"), config.get("backend"))
+
+
+def aggregate_runs(runs, columns=("many", "medium", "few", "all"), digits=1):
+    """``{setting: (markdown table, {recipe: aggregate})}``; recipes keep the
+    order of first appearance with ``ce`` first."""
+    from keras_margins.evaluation import aggregate_seeds, markdown_table
+    groups = {}
+    for config, report in runs:
+        scalars = {k: report.get(k) for k in KEYS}
+        groups.setdefault(_setting(config), {}).setdefault(config["recipe"], {})[
+            config["seed"]] = scalars
+    tables = {}
+    for setting, recipes in groups.items():
+        order = sorted(recipes, key=lambda name: (name != "ce",))
+        aggregates = {}
+        for name in order:
+            seeds = sorted(recipes[name])
+            aggregate = aggregate_seeds([recipes[name][s] for s in seeds])
+            aggregate["seeds"] = seeds
+            aggregates[name] = aggregate
+        rows = [(f"{name} (n={len(aggregates[name]['seeds'])})", aggregates[name])
+                for name in order]
+        tables[setting] = (markdown_table(rows, columns=columns, digits=digits), aggregates)
+    return tables
+
+
+def _mean(value):
+    if value is None:
+        return None
+    return value["mean"] if isinstance(value, dict) else float(value)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m applications.aggregate",
+                                     description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("roots", nargs="+", type=pathlib.Path,
+                        help="results folders to search for run folders")
+    parser.add_argument("--columns", nargs="+", default=["many", "medium", "few", "all"],
+                        help="report keys per column ('all' = top-1)")
+    parser.add_argument("--digits", type=int, default=1)
+    parser.add_argument("--include-smoke", action="store_true")
+    parser.add_argument("--output", type=pathlib.Path, help="also write the Markdown here")
+    parser.add_argument("--json", type=pathlib.Path, help="write the aggregates as JSON")
+    args = parser.parse_args(argv)
+    runs = [run for root in args.roots for run in collect_runs(root, args.include_smoke)]
+    if not runs:
+        print(f"No finished runs (config.json + report.json) under {args.roots}.",
+              file=sys.stderr)
+        return 1
+    tables = aggregate_runs(runs, tuple(args.columns), args.digits)
+    text, dump = [], {}
+    for setting, (table, aggregates) in tables.items():
+        dataset, ratio, profile, epochs, model, backend = setting
+        text.append(f"### {dataset}, {profile} ratio {ratio:g}, {model}, {epochs} epochs "
+                    f"({backend}); top-1 %, mean ± std over seeds, last epoch\n")
+        text.append(table)
+        base = _mean(aggregates.get("ce", {}).get("top1"))
+        if base is not None:
+            deltas = [f"{name} {100 * (_mean(a['top1']) - base):+.1f}"
+                      for name, a in aggregates.items() if name != "ce"
+                      and _mean(a.get("top1")) is not None]
+            if deltas:
+                text.append("\nTop-1 vs CE (points): " + ", ".join(deltas))
+        text.append("")
+        dump[" / ".join(map(str, setting))] = aggregates
+    output = "\n".join(text)
+    print(output)
+    if args.output:
+        args.output.write_text(output + "\n")
+    if args.json:
+        args.json.write_text(json.dumps(dump, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,332 @@
+"""Named training recipes: each seed paper's protocol as (head, loss, stage switch).
+
+A recipe fixes what differs between methods: the classifier head, the loss and
+its hyper-parameters, the second-stage switch (DRW, GA, IB) and the batch size
+and decay factors of the schedule. Everything else (ResNet-32 or the small CNN,
+SGD momentum 0.9, coupled weight decay 2e-4, lr 0.1 with 5 warm-up epochs and
+step decays at 160/180 of 200, rescaled to the run length) is shared and lives
+in ``applications.train``. Loss hyper-parameters can be overridden with
+``--loss-arg key=value``.
+
+Defaults not fixed by SPEC.md (documented assumptions): the largest-margins
+family (LM-Softmax, NormFace, CosFace, ArcFace) uses scale 5 and margin 0.1 on
+10-class data (the s=5 reference values of the paper's CIFAR-10 setting),
+zero-centroid weight 1.0; IB trains with plain cross-entropy on the logits
+before its switch (0-based epoch 100 of 200), as the authors' code does.
+"""
+
+from dataclasses import dataclass, field
+
+import keras
+
+from keras_margins.callbacks import DeferredReweighting, GradientAdjustment, StageSwitch
+from keras_margins.priors import class_balanced_weights
+from keras_margins.schedules import scaled_epochs
+
+__all__ = ["Recipe", "RECIPES", "get_recipe", "RecipeUnavailable", "TwoStageLoss",
+           "LossStageSwitch", "LogitsAccuracy", "recipes_table"]
+
+#: Epochs of the 200-epoch protocol at which the second stages start.
+DRW_EPOCH, GA_EPOCH, IB_EPOCH = 160, 120, 100
+
+
+class RecipeUnavailable(RuntimeError):
+    """A recipe needs a library piece that is not installed yet."""
+
+
+def library_object(module, name):
+    """``keras_margins.<module>.<name>`` or a RecipeUnavailable naming it."""
+    import importlib
+    try:
+        found = getattr(importlib.import_module(f"keras_margins.{module}"), name, None)
+    except ImportError:
+        found = None
+    if found is None:
+        raise RecipeUnavailable(f"keras_margins.{module}.{name} is not available in this "
+                                f"checkout; this recipe needs it.")
+    return found
+
+
+def _loss(name):
+    return library_object("losses", name)
+
+
+@keras.saving.register_keras_serializable(package="applications")
+class TwoStageLoss(keras.losses.Loss):
+    """``first`` before the switch, ``second`` after (e.g. CE, then IB).
+
+    ``first_columns``: the first loss sees ``y_pred[:, :first_columns]`` (the
+    logits, without the feature-norm column the IB loss reads). The stage is
+    switched by ``LossStageSwitch``, which rebuilds the compiled step.
+    """
+
+    def __init__(self, first, second, first_columns=None, second_stage=False,
+                 name="two_stage_loss", reduction="sum_over_batch_size", dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        self.first = keras.losses.get(first) if isinstance(first, dict) else first
+        self.second = keras.losses.get(second) if isinstance(second, dict) else second
+        self.first_columns = None if first_columns is None else int(first_columns)
+        self.second_stage = bool(second_stage)
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        if self.second_stage:
+            return self.second(y_true, y_pred, sample_weight=sample_weight)
+        if self.first_columns is not None:
+            y_pred = y_pred[:, :self.first_columns]
+        return self.first(y_true, y_pred, sample_weight=sample_weight)
+
+    def call(self, y_true, y_pred):  # pragma: no cover - __call__ is overridden
+        raise NotImplementedError
+
+    def get_config(self):
+        return {"first": keras.losses.serialize(self.first),
+                "second": keras.losses.serialize(self.second),
+                "first_columns": self.first_columns, "second_stage": self.second_stage,
+                "name": self.name, "reduction": self.reduction}
+
+
+class LossStageSwitch(StageSwitch):
+    """Switches every ``TwoStageLoss`` of the model to its second loss at
+    0-based ``start_epoch`` (rebuilding the compiled step, resumable)."""
+
+    requirement = "a TwoStageLoss"
+
+    def accepts(self, loss):
+        return isinstance(loss, TwoStageLoss)
+
+    def set_stage(self, loss, second_stage):
+        if loss.second_stage == second_stage:
+            return False
+        loss.second_stage = second_stage
+        return True
+
+
+@keras.saving.register_keras_serializable(package="applications")
+class LogitsAccuracy(keras.metrics.SparseCategoricalAccuracy):
+    """Sparse accuracy on the first ``num_classes`` columns of ``y_pred``
+    (the IB head appends the feature norm as a last column)."""
+
+    def __init__(self, num_classes, name="accuracy", dtype=None):
+        super().__init__(name=name, dtype=dtype)
+        self.num_classes = int(num_classes)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(y_true, y_pred[:, :self.num_classes], sample_weight)
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes}
+
+
+@dataclass
+class Recipe:
+    """One method's protocol.
+
+    ``make_loss(counts, overrides)`` returns the compiled loss;
+    ``stage`` is ``None``, ``"drw"``, ``"ga"`` or ``"ib"``.
+    """
+    name: str
+    description: str
+    reference: str
+    head: str
+    make_loss: object
+    stage: str = None
+    batch_size: int = 128
+    decay_factors: tuple = (0.01, 0.0001)
+    zero_centroid: bool = False
+    defaults: dict = field(default_factory=dict)
+
+    def build_loss(self, class_counts, overrides=None):
+        kwargs = {**self.defaults, **(overrides or {})}
+        return self.make_loss(list(class_counts), kwargs)
+
+    def stage_epoch(self, epochs, smoke=False):
+        """0-based epoch of the second stage, rescaled to ``epochs`` (None if none)."""
+        reference = {"drw": DRW_EPOCH, "ga": GA_EPOCH, "ib": IB_EPOCH}.get(self.stage)
+        if reference is None:
+            return None
+        epoch = scaled_epochs(epochs, reference)
+        if smoke and epochs > 1:
+            epoch = min(epoch, epochs - 1)   # smoke runs exercise both stages
+        return epoch
+
+    def callbacks(self, class_counts, epochs, smoke=False):
+        start = self.stage_epoch(epochs, smoke)
+        if self.stage == "drw":
+            return [DeferredReweighting(list(class_counts), start_epoch=start, beta=0.9999)]
+        if self.stage == "ga":
+            return [GradientAdjustment(start_epoch=start)]
+        if self.stage == "ib":
+            return [LossStageSwitch(start_epoch=start)]
+        return []
+
+
+def _ce(counts, kw):
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True, **kw)
+
+
+def _focal(counts, kw):
+    return _loss("FocalLoss")(**{"gamma": 1.0, **kw})
+
+
+def _cb_focal(counts, kw):
+    # The LDAM-DRW code's "CB Focal": focal loss (gamma 1) with class-balanced
+    # weights (beta 0.9999) from the first epoch.
+    kw = dict(kw)
+    beta = kw.pop("beta", 0.9999)
+    weights = class_balanced_weights(counts, beta).tolist()
+    return _loss("FocalLoss")(**{"gamma": 1.0, "class_weights": weights, **kw})
+
+
+def _la(counts, kw):
+    return _loss("LogitAdjustedLoss")(counts, **{"tau": 1.0, **kw})
+
+
+def _ldam(counts, kw):
+    from keras_margins.losses import LDAMLoss
+    return LDAMLoss(counts, **{"max_margin": 0.5, "scale": 30.0, **kw})
+
+
+def _elm(lam):
+    def make(counts, kw):
+        from keras_margins.losses import ELMLoss
+        return ELMLoss(counts, **{"lam": lam, "max_margin": 0.5, "scale": 30.0, **kw})
+    return make
+
+
+def _mm(ldam):
+    def make(counts, kw):
+        # CIFAR-10-LT ratio 100 pair of the paper's Table 2: beta 1.5, delta_neg 0.6;
+        # scale 19 (MM) / 26 (MM-LDAM).
+        defaults = {"delta_neg": 0.6, "beta": 1.5, "scale": 26.0 if ldam else 19.0}
+        if ldam:
+            defaults["class_counts"] = counts
+        return _loss("MaxMarginLoss")(**{**defaults, **kw})
+    return make
+
+
+def _kps(counts, kw):
+    return _loss("KPSLoss")(counts, **{"max_margin": 0.5, "scale": 15.0, "n_base": 50, **kw})
+
+
+def _lmsce(counts, kw):
+    return _loss("LMSCELoss")(**{"lam": 0.3, **kw})
+
+
+def _lm_softmax(counts, kw):
+    return _loss("LMSoftmaxLoss")(**{"scale": 5.0, **kw})
+
+
+def _normface(counts, kw):
+    return _loss("NormFaceLoss")(**{"scale": 5.0, **kw})
+
+
+def _cosface(counts, kw):
+    return _loss("CosFaceLoss")(**{"margin": 0.1, "scale": 5.0, **kw})
+
+
+def _arcface(counts, kw):
+    return _loss("ArcFaceLoss")(**{"margin": 0.1, "scale": 5.0, **kw})
+
+
+def _ce_rsm(counts, kw):
+    kw = {"weight": 0.5, **kw}
+    return _loss("SampleMarginLoss")(
+        base_loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), **kw)
+
+
+def _ib_focal(counts, kw):
+    ib = _loss("InfluenceBalancedLoss")(counts, **{"alpha": 1000.0, "gamma": 1.0, **kw})
+    first = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    return TwoStageLoss(first, ib, first_columns=len(counts))
+
+
+_CAO = "Cao et al., NeurIPS 2019 (LDAM-DRW)"
+_KATO = "Kato & Hotta (ELM)"
+_KANG = "Kang, Vu & Yoo (Maximum Margin)"
+_LI = "Li, Cheung & Hu (KPS)"
+_ZHOU = "Zhou et al., ICML 2022 (largest margins)"
+
+
+def _build():
+    recipes = [
+        Recipe("ce", "cross-entropy, plain Dense head", "baseline", "dense", _ce),
+        Recipe("focal", "focal loss, gamma 1 (LDAM code's form)", "Lin et al. 2017 / " + _CAO,
+               "dense", _focal),
+        Recipe("cb-focal", "focal gamma 1 with class-balanced weights (beta 0.9999)",
+               "Cui et al. 2019 / " + _CAO, "dense", _cb_focal),
+        Recipe("la", "logit-adjusted cross-entropy, tau 1", "Menon et al. 2021", "dense", _la),
+        Recipe("ldam", "LDAM (max margin 0.5, s 30), cosine head", _CAO, "cosine", _ldam),
+        Recipe("ldam-drw", "LDAM + deferred re-weighting (epoch 160/200)", _CAO, "cosine",
+               _ldam, stage="drw"),
+    ]
+    for lam in ("1.0", "0.5", "0.1"):
+        recipes.append(Recipe(f"elm-lam{lam}", f"ELM, lam {lam}, cosine head", _KATO,
+                              "cosine", _elm(float(lam))))
+        recipes.append(Recipe(f"elm-drw-lam{lam}", f"ELM lam {lam} + DRW", _KATO, "cosine",
+                              _elm(float(lam)), stage="drw"))
+    recipes += [
+        Recipe("mm-drw", "Maximum margin (beta 1.5, delta_neg 0.6, s 19) + DRW", _KANG,
+               "cosine", _mm(False), stage="drw"),
+        Recipe("mm-ldam-drw", "MM-LDAM (s 26) + DRW", _KANG, "cosine", _mm(True),
+               stage="drw"),
+        Recipe("kps", "KPS (max margin 0.5, s 15, n_base 50), batch 64", _LI, "cosine", _kps,
+               batch_size=64, decay_factors=(0.1, 0.01)),
+        Recipe("kps-ga", "KPS + gradient adjustment (epoch 120/200)", _LI, "cosine", _kps,
+               stage="ga", batch_size=64, decay_factors=(0.1, 0.01)),
+        Recipe("kps-drw", "KPS + DRW", _LI, "cosine", _kps, stage="drw", batch_size=64,
+               decay_factors=(0.1, 0.01)),
+        Recipe("lmsce", "large-margin softmax CE, lam 0.3", "Kobayashi 2019", "dense", _lmsce),
+        Recipe("lm-softmax", "LM-Softmax (s 5), cosine head", _ZHOU, "cosine", _lm_softmax),
+        Recipe("lm-softmax-zc", "LM-Softmax + zero-centroid regulariser", _ZHOU, "cosine",
+               _lm_softmax, zero_centroid=True),
+        Recipe("normface", "NormFace (s 5), cosine head", "Wang et al. 2017 / " + _ZHOU,
+               "cosine", _normface),
+        Recipe("normface-zc", "NormFace + zero-centroid", _ZHOU, "cosine", _normface,
+               zero_centroid=True),
+        Recipe("cosface", "CosFace (m 0.1, s 5), cosine head", "Wang et al. 2018 / " + _ZHOU,
+               "cosine", _cosface),
+        Recipe("cosface-zc", "CosFace + zero-centroid", _ZHOU, "cosine", _cosface,
+               zero_centroid=True),
+        Recipe("arcface", "ArcFace (m 0.1, s 5), cosine head", "Deng et al. 2019 / " + _ZHOU,
+               "cosine", _arcface),
+        Recipe("arcface-zc", "ArcFace + zero-centroid", _ZHOU, "cosine", _arcface,
+               zero_centroid=True),
+        Recipe("ce-rsm", "CE + 0.5 R_sm (sample-margin regulariser)", _ZHOU, "dense",
+               _ce_rsm),
+        Recipe("ib-focal", "CE, then IB-Focal (alpha 1000, gamma 1) from epoch 100/200",
+               "Park et al., ICCV 2021", "dense_l1", _ib_focal, stage="ib"),
+    ]
+    table = {r.name: r for r in recipes}
+    aliases = {"elm": "elm-lam1.0", "elm-drw": "elm-drw-lam1.0"}
+    return table, aliases
+
+
+RECIPES, ALIASES = _build()
+
+
+def get_recipe(name):
+    name = ALIASES.get(name, name)
+    if name not in RECIPES:
+        raise ValueError(f"Unknown recipe {name!r}; choose from {sorted(RECIPES)} "
+                         f"(aliases {sorted(ALIASES)}).")
+    return RECIPES[name]
+
+
+def head_regularizer(recipe, weight=1.0):
+    """The ZeroCentroid regulariser of ``-zc`` recipes (None otherwise)."""
+    if not recipe.zero_centroid:
+        return None
+    return library_object("regularizers", "ZeroCentroid")(weight)
+
+
+def recipes_table():
+    """The recipes as a Markdown table (for --list-recipes and the docs)."""
+    lines = ["| Recipe | Method | Head | Stage switch (of 200) | Batch | Paper |",
+             "|:--|:--|:--|:--|--:|:--|"]
+    stage_text = {None: "–", "drw": f"DRW @ {DRW_EPOCH}", "ga": f"GA @ {GA_EPOCH}",
+                  "ib": f"IB @ {IB_EPOCH}"}
+    for recipe in RECIPES.values():
+        lines.append(f"| `{recipe.name}` | {recipe.description} | {recipe.head} | "
+                     f"{stage_text[recipe.stage]} | {recipe.batch_size} | {recipe.reference} |")
+    return "\n".join(lines)
+

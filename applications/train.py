@@ -1,0 +1,379 @@
+"""Train and evaluate the seed papers' methods on long-tailed data.
+
+Examples:
+    # Every Fashion-MNIST-LT recipe comparison starts like this (small CNN):
+    python -m applications.train --dataset fashion-mnist-lt --recipe ce ldam-drw \\
+        --epochs 10 --seed 0 1 2
+    # CIFAR-10-LT (ratio 100, exponential), ResNet-32, the papers' schedule
+    # rescaled to 30 epochs, on JAX:
+    python -m applications.train --dataset cifar10-lt --recipe ldam-drw --epochs 30 \\
+        --backend jax
+    # A few steps on real data (CI):
+    python -m applications.train --smoke --recipe ce ldam-drw
+    # Offline, no data folder needed:
+    python -m applications.train --dataset digits-lt --imbalance-ratio 10 --smoke
+    python -m applications.train --list-recipes
+
+Protocol (SPEC "Training protocols"): SGD momentum 0.9 with PyTorch's coupled
+L2 weight decay 2e-4 (``applications.optimizers.CoupledSGD``), lr 0.1,
+batch 128 (KPS 64), linear warm-up over the first 5 of 200 epochs, the rate
+times 0.01 from epoch 160 and 0.0001 from 180 (KPS: 0.1 and 0.01), DRW at 160,
+GA at 120, IB at 100. Every one of these epochs is rescaled to ``--epochs``
+with ``keras_margins.schedules.scaled_epochs`` (30 epochs: warm-up 1 epoch,
+DRW at 24, decays at 24 and 27). Reported numbers are those of the last
+epoch (never best-on-test).
+
+Each run writes ``<results-dir>/<dataset>-<profile><ratio>-e<epochs>[-<tag>]/
+<recipe>/seed<seed>/`` with config.json, history.csv and history.json (per
+epoch: loss, accuracy, val_loss, val_accuracy, learning_rate, seconds),
+report.json (``keras_margins.evaluate_long_tailed`` on the test set, last
+epoch), summary.json, model.keras and plots/*.png. ``python -m
+applications.aggregate <results-dir>`` turns the folders into the papers'
+Markdown table (mean ± std over seeds).
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import time
+
+__all__ = ["build_parser", "main", "run_recipe", "resolve_schedule"]
+
+DEFAULT_RESULTS = pathlib.Path("results")
+
+
+def _loss_arg(text):
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"--loss-arg expects key=value, received {text!r}")
+    key, value = text.split("=", 1)
+    try:
+        value = json.loads(value)
+    except json.JSONDecodeError:
+        pass
+    return key.strip(), value
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m applications.train",
+        description=__doc__.split("\n\n")[0] + " Recipes reproduce each paper's protocol; "
+        "see --list-recipes.",
+        epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = parser.add_argument_group("what to run")
+    what.add_argument("--recipe", nargs="+", default=["ce"], metavar="NAME",
+                      help="one or more recipes (default: ce); --list-recipes shows them")
+    what.add_argument("--list-recipes", action="store_true",
+                      help="print the recipe table (Markdown) and exit")
+    what.add_argument("--seed", nargs="+", type=int, default=[0],
+                      help="training seeds (initialisation, shuffling, augmentation); "
+                           "several seeds run one after the other (default: 0)")
+    what.add_argument("--backend", choices=["tensorflow", "jax", "torch"],
+                      help="Keras backend (sets KERAS_BACKEND before keras is imported; "
+                           "default: the environment's KERAS_BACKEND)")
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", default="fashion-mnist-lt",
+                      choices=["fashion-mnist-lt", "cifar10-lt", "digits-lt"],
+                      help="fashion-mnist-lt (IDX files), cifar10-lt (JPEG copy), "
+                           "digits-lt (scikit-learn, offline); default fashion-mnist-lt")
+    data.add_argument("--data-dir", type=pathlib.Path,
+                      help="folder holding fashion-mnist/ and cifar10/ (default "
+                           "$KERAS_MARGINS_DATA or ../shared/datasets)")
+    data.add_argument("--imbalance-ratio", type=float,
+                      help="largest/smallest class size (default 100; 10 for digits-lt)")
+    data.add_argument("--profile", choices=["exp", "step"], default="exp",
+                      help="long-tailed profile (default exp)")
+    data.add_argument("--subset-seed", type=int, default=0,
+                      help="seed of the long-tailed subset selection (0 = the LDAM-DRW "
+                           "code's subset); kept fixed across training seeds")
+    train = parser.add_argument_group("training")
+    train.add_argument("--model", choices=["auto", "resnet32", "small-cnn", "resnet50"],
+                       default="auto", help="auto: resnet32 for cifar10-lt, small-cnn "
+                       "otherwise; resnet50 = keras.applications ResNet-50 (no weights)")
+    train.add_argument("--epochs", type=int, help="epochs (default 200 for cifar10-lt, 10 "
+                       "otherwise); warm-up, decays and stage switches scale with it")
+    train.add_argument("--batch-size", type=int, help="default: the recipe's (128; KPS 64)")
+    train.add_argument("--lr", type=float, default=0.1, help="base learning rate (0.1)")
+    train.add_argument("--momentum", type=float, default=0.9)
+    train.add_argument("--weight-decay", type=float, default=2e-4,
+                       help="coupled L2 weight decay as in torch.optim.SGD (2e-4): adds "
+                            "wd*w to every gradient before momentum")
+    train.add_argument("--loss-arg", action="append", type=_loss_arg, default=[],
+                       metavar="KEY=VALUE", help="override a loss hyper-parameter, e.g. "
+                       "--loss-arg scale=16 (repeatable; values parsed as JSON)")
+    train.add_argument("--zero-centroid-weight", type=float, default=1.0,
+                       help="weight of the zero-centroid regulariser of -zc recipes (1.0)")
+    train.add_argument("--max-steps", type=int,
+                       help="cap on optimizer steps per epoch (CI / quick checks)")
+    train.add_argument("--smoke", action="store_true",
+                       help="CI mode: 2 epochs of at most 3 steps on a 2.5%% long-tailed "
+                            "subset of the training set and 64 test images per class, "
+                            "stage switches at epoch 1, PCA embedding")
+    train.add_argument("--jit-compile", default="auto", choices=["auto", "true", "false"])
+    train.add_argument("--no-validation", action="store_true",
+                       help="skip the per-epoch test-set evaluation (faster)")
+    out = parser.add_argument_group("output")
+    out.add_argument("--results-dir", type=pathlib.Path, default=DEFAULT_RESULTS,
+                     help="root of the run folders (default ./results)")
+    out.add_argument("--tag", default="", help="suffix of the run-group folder name")
+    out.add_argument("--embedding", default="auto", choices=["auto", "umap", "tsne", "pca",
+                                                              "none"],
+                     help="2-D embedding of the features: auto = UMAP if installed, else "
+                          "t-SNE (PCA in --smoke)")
+    out.add_argument("--no-plots", action="store_true")
+    out.add_argument("--no-save-model", action="store_true")
+    out.add_argument("--verbose", type=int, choices=[0, 1, 2],
+                     help="Keras fit verbosity (default: 1 = progress bar on a terminal, "
+                          "2 = one line per epoch otherwise)")
+    return parser
+
+
+def resolve_schedule(recipe, epochs, warmup_reference=5):
+    """Warm-up and decay epochs of the 200-epoch protocol rescaled to ``epochs``."""
+    from keras_margins.schedules import scaled_epochs
+    warmup = scaled_epochs(epochs, warmup_reference)
+    decay_epochs, decay_factors = [], []
+    for start, factor in zip(scaled_epochs(epochs, [160, 180]), recipe.decay_factors):
+        if start < epochs and (not decay_epochs or start > decay_epochs[-1]):
+            decay_epochs.append(start)
+            decay_factors.append(factor)
+        elif decay_epochs and start == decay_epochs[-1]:
+            decay_factors[-1] = factor      # collided: the later decay wins
+    return {"warmup_epochs": warmup, "decay_epochs": decay_epochs,
+            "decay_factors": decay_factors}
+
+
+def build_model(args, data, recipe, seed):
+    from applications import models
+    from applications.recipes import head_regularizer
+    regularizer = head_regularizer(recipe, args.zero_centroid_weight)
+    name = args.model
+    if name == "auto":
+        name = "resnet32" if data.name == "cifar10-lt" else "small-cnn"
+    kwargs = dict(num_classes=data.num_classes, head=recipe.head,
+                  input_shape=data.input_shape, head_regularizer=regularizer)
+    if name == "resnet32":
+        return models.resnet32(seed=seed, **kwargs), name
+    if name == "small-cnn":
+        return models.small_cnn(seed=seed, **kwargs), name
+    return models.backbone_classifier(backbone="ResNet50", **kwargs), name
+
+
+class _EpochLog:
+    """Adds learning_rate and seconds to every epoch's logs."""
+
+    def __new__(cls, schedule_kwargs, base_lr):
+        import keras
+
+        from keras_margins.schedules import warmup_step_decay_value
+
+        class EpochLog(keras.callbacks.Callback):
+            def on_epoch_begin(self, epoch, logs=None):
+                self.start = time.perf_counter()
+
+            def on_epoch_end(self, epoch, logs=None):
+                if logs is not None:
+                    logs["learning_rate"] = warmup_step_decay_value(epoch, base_lr,
+                                                                    **schedule_kwargs)
+                    logs["seconds"] = time.perf_counter() - self.start
+        return EpochLog()
+
+
+def _run_folder(args, data, recipe_name, seed):
+    group = f"{data.name}-{args.profile}{args.imbalance_ratio:g}-e{args.epochs}"
+    if args.smoke:
+        group += "-smoke"
+    if args.tag:
+        group += f"-{args.tag}"
+    return args.results_dir / group / recipe_name / f"seed{seed}"
+
+
+def _fallback_report(logits, labels, counts):
+    """Top-1, per-class and many/medium/few accuracy (if the library's
+    evaluate_long_tailed is unavailable)."""
+    import numpy as np
+    pred = logits.argmax(1)
+    per_class = [float((pred[labels == c] == c).mean()) if (labels == c).any() else None
+                 for c in range(len(counts))]
+    report = {"top1": float((pred == labels).mean()), "per_class_accuracy": per_class}
+    for group, test in (("many", lambda n: n > 100), ("medium", lambda n: 20 <= n <= 100),
+                        ("few", lambda n: n < 20)):
+        values = [a for a, n in zip(per_class, counts) if test(n) and a is not None]
+        report[group] = float(np.mean(values)) if values else None
+    report["balanced_accuracy"] = float(np.mean([a for a in per_class if a is not None]))
+    return report
+
+
+def evaluate(model, logits_model, data, batch_size=512):
+    """The ``evaluate_long_tailed`` report of ``logits_model`` on the test set."""
+    try:
+        from keras_margins import evaluate_long_tailed
+    except (ImportError, AttributeError):
+        evaluate_long_tailed = None
+    if evaluate_long_tailed is not None:
+        report = evaluate_long_tailed(logits_model, (data.x_test, data.y_test),
+                                      data.class_counts, batch_size=batch_size)
+        report["evaluated_by"] = "keras_margins.evaluate_long_tailed"
+        return report
+    import numpy as np
+    logits = np.asarray(logits_model.predict(data.x_test, batch_size=batch_size, verbose=0))
+    report = _fallback_report(logits, data.y_test, data.class_counts)
+    report["evaluated_by"] = "applications.train (fallback)"
+    return report
+
+
+def run_recipe(args, data, recipe_name, seed):
+    """Trains one recipe with one seed; returns the summary dict."""
+    import keras
+    import numpy as np
+
+    from applications.data import TrainSequence
+    from applications.optimizers import CoupledSGD
+    from applications.recipes import LogitsAccuracy, get_recipe
+    from keras_margins.schedules import WarmupStepDecay
+
+    recipe = get_recipe(recipe_name)
+    folder = _run_folder(args, data, recipe.name, seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    keras.utils.set_random_seed(seed)
+    counts = list(data.class_counts)
+    loss = recipe.build_loss(counts, dict(args.loss_arg))
+    model, model_name = build_model(args, data, recipe, seed)
+    batch_size = args.batch_size or recipe.batch_size
+    train_data = TrainSequence(data.x_train, data.y_train, batch_size, seed=seed,
+                               augment=data.augment, max_steps=args.max_steps)
+    schedule_kwargs = resolve_schedule(recipe, args.epochs)
+    schedule = WarmupStepDecay(args.lr, steps_per_epoch=len(train_data), **schedule_kwargs)
+    optimizer = CoupledSGD(schedule, momentum=args.momentum,
+                           coupled_weight_decay=args.weight_decay)
+    metric = (LogitsAccuracy(data.num_classes) if recipe.head == "dense_l1"
+              else keras.metrics.SparseCategoricalAccuracy(name="accuracy"))
+    jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
+    model.compile(optimizer=optimizer, loss=loss, metrics=[metric], jit_compile=jit)
+    stage_callbacks = recipe.callbacks(counts, args.epochs, smoke=args.smoke)
+    config = {
+        "recipe": recipe.name, "description": recipe.description,
+        "reference": recipe.reference, "dataset": data.name, "seed": seed,
+        "subset_seed": args.subset_seed, "imbalance_ratio": args.imbalance_ratio,
+        "profile": args.profile, "class_counts": counts, "class_names": data.class_names,
+        "num_train": int(len(data.y_train)), "num_test": int(len(data.y_test)),
+        "model": model_name, "head": recipe.head,
+        "trainable_parameters": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
+        "loss": keras.losses.serialize(loss), "epochs": args.epochs,
+        "steps_per_epoch": len(train_data), "batch_size": batch_size, "lr": args.lr,
+        "momentum": args.momentum, "weight_decay": args.weight_decay,
+        "weight_decay_form": "coupled L2 as torch.optim.SGD (CoupledSGD)",
+        "schedule": schedule_kwargs,
+        "stage": recipe.stage, "stage_epoch": recipe.stage_epoch(args.epochs, args.smoke),
+        "zero_centroid_weight": args.zero_centroid_weight if recipe.zero_centroid else None,
+        "backend": keras.backend.backend(), "keras_version": keras.__version__,
+        "smoke": args.smoke, "max_steps": args.max_steps, "argv": sys.argv[1:],
+    }
+    (folder / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    callbacks = stage_callbacks + [
+        _EpochLog(schedule_kwargs, args.lr),
+        keras.callbacks.CSVLogger(str(folder / "history.csv")),
+    ]
+    validation = None if args.no_validation else (data.x_test, data.y_test)
+    verbose = args.verbose if args.verbose is not None else (1 if sys.stdout.isatty() else 2)
+    print(f"[{recipe.name} seed {seed}] {model_name} ({config['trainable_parameters']:,} "
+          f"parameters), {len(data.y_train)} training images, backend "
+          f"{config['backend']} -> {folder}", flush=True)
+    start = time.perf_counter()
+    history = model.fit(train_data, epochs=args.epochs, validation_data=validation,
+                        validation_batch_size=512, callbacks=callbacks, verbose=verbose)
+    train_seconds = time.perf_counter() - start
+    history = {k: [float(v) for v in values] for k, values in history.history.items()}
+    (folder / "history.json").write_text(json.dumps(history, indent=2))
+
+    logits_layer = "dense_logits" if recipe.head == "dense_l1" else "logits"
+    logits_model = keras.Model(model.inputs, model.get_layer(logits_layer).output)
+    eval_batch = len(data.y_test) if args.smoke else 512   # smoke: one compiled shape
+    report = evaluate(model, logits_model, data, batch_size=eval_batch)
+    (folder / "report.json").write_text(json.dumps(report, indent=2))
+    if not args.no_save_model:
+        model.save(folder / "model.keras")
+    plots = {}
+    if not args.no_plots:
+        from applications.plots import plot_all
+        both = keras.Model(model.inputs, [model.get_layer(logits_layer).output,
+                                          model.get_layer("features").output])
+        logits, features = both.predict(data.x_test, batch_size=eval_batch, verbose=0)
+        embedding = "pca" if args.smoke and args.embedding == "auto" else args.embedding
+        title = f"{recipe.name}, {data.name} ratio {args.imbalance_ratio:g}, seed {seed}"
+        plots = plot_all(folder / "plots", report, history, np.asarray(logits),
+                         np.asarray(features), data.y_test, counts, data.class_names, title,
+                         embedding=embedding, seed=seed)
+    seconds = history.get("seconds", [])
+    summary = {
+        "recipe": recipe.name, "seed": seed, "dataset": data.name, "folder": str(folder),
+        "top1": report.get("top1"), "many": report.get("many"),
+        "medium": report.get("medium"), "few": report.get("few"),
+        "balanced_accuracy": report.get("balanced_accuracy"),
+        "train_seconds": train_seconds,
+        "seconds_per_epoch": float(np.mean(seconds)) if seconds else None,
+        "seconds_per_epoch_after_first": (float(np.mean(seconds[1:])) if len(seconds) > 1
+                                          else None),
+        "final_loss": history["loss"][-1] if history.get("loss") else None,
+        "plots": plots,
+    }
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2))
+
+    def pct(value):
+        return "–" if value is None else f"{100 * value:.1f}"
+
+    print(f"[{recipe.name} seed {seed}] top-1 {pct(summary['top1'])}  many "
+          f"{pct(summary['many'])}  medium {pct(summary['medium'])}  few "
+          f"{pct(summary['few'])}  ({summary['seconds_per_epoch'] or 0:.1f} s/epoch)",
+          flush=True)
+    return summary
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.backend:
+        if "keras" in sys.modules and os.environ.get("KERAS_BACKEND") != args.backend:
+            raise SystemExit("--backend must be chosen before keras is imported; set "
+                             "KERAS_BACKEND instead.")
+        os.environ["KERAS_BACKEND"] = args.backend
+    if os.environ.get("KERAS_BACKEND") == "torch" or args.backend == "torch":
+        try:  # torch before TensorFlow (see tests/conftest.py)
+            import torch  # noqa: F401
+        except ImportError:
+            pass
+    from applications.recipes import RecipeUnavailable, get_recipe, recipes_table
+    if args.list_recipes:
+        print(recipes_table())
+        return 0
+    recipes = [get_recipe(name).name for name in args.recipe]
+    if args.imbalance_ratio is None:
+        args.imbalance_ratio = 10.0 if args.dataset == "digits-lt" else 100.0
+    if args.epochs is None:
+        args.epochs = 2 if args.smoke else (200 if args.dataset == "cifar10-lt" else 10)
+    if args.smoke and args.max_steps is None:
+        args.max_steps = 3
+    from applications.data import load_dataset
+    start = time.perf_counter()
+    data = load_dataset(args.dataset, args.data_dir, args.imbalance_ratio, args.profile,
+                        seed=args.subset_seed, max_per_class=64 if args.smoke else None,
+                        train_fraction=(0.025 if args.smoke and args.dataset != "digits-lt"
+                                        else None))
+    print(f"{data.name}: {len(data.y_train)} training images, counts {data.class_counts}, "
+          f"{len(data.y_test)} test images ({time.perf_counter() - start:.1f} s)", flush=True)
+    summaries, failed = [], []
+    for name in recipes:
+        for seed in args.seed:
+            try:
+                summaries.append(run_recipe(args, data, name, seed))
+            except RecipeUnavailable as error:
+                print(f"[{name}] skipped: {error}", file=sys.stderr, flush=True)
+                failed.append(name)
+    if failed:
+        print(f"Unavailable recipes: {sorted(set(failed))}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,263 @@
+"""applications/: models, PyTorch-style coupled weight decay, recipes, CLI, aggregation.
+
+The CLI test trains two recipes for a few steps on real Fashion-MNIST-LT data
+from ../shared/datasets in a subprocess on the current backend.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # applications/ lives beside keras_margins/, not installed
+    sys.path.insert(0, str(REPO))
+
+from applications import models  # noqa: E402
+from applications.optimizers import CoupledSGD  # noqa: E402
+from applications.recipes import (RECIPES, LossStageSwitch, TwoStageLoss,  # noqa: E402
+                                  get_recipe, head_regularizer)
+from applications.train import resolve_schedule  # noqa: E402
+from backend_utils import to_numpy, value_and_grad  # noqa: E402
+CIFAR10_COUNTS = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+
+
+def _trainable(model):
+    return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+
+
+def test_resnet32_has_exactly_464154_parameters_with_dense_head():
+    model = models.resnet32(num_classes=10, head="dense")
+    assert _trainable(model) == 464_154
+    # BatchNorm moving statistics: 31 layers (16, then 10 x 16, 10 x 32, 10 x 64 channels).
+    assert model.count_params() - _trainable(model) == 2 * (16 + 10 * 16 + 10 * 32 + 10 * 64)
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert len(convs) == 31 and all(not layer.use_bias for layer in convs)
+    # Cosine head: same backbone, no bias in the head (checked on a 1-block ResNet-8).
+    dense8 = models.resnet32(num_classes=10, head="dense", blocks_per_stage=1)
+    cosine8 = models.resnet32(num_classes=10, head="cosine", blocks_per_stage=1)
+    assert _trainable(dense8) - _trainable(cosine8) == 10
+    assert model.get_layer("features").output.shape == (None, 64)
+
+
+def test_option_a_shortcut_subsamples_and_zero_pads_channels():
+    x = np.random.RandomState(0).randn(2, 8, 8, 16).astype("float32")
+    y = to_numpy(models.OptionAShortcut(pad=8)(x))
+    assert y.shape == (2, 4, 4, 32)
+    np.testing.assert_array_equal(y[..., 8:24], x[:, ::2, ::2, :])
+    assert not y[..., :8].any() and not y[..., 24:].any()
+
+
+def test_small_cnn_features_output_and_feature_model():
+    model = models.small_cnn(num_classes=10, head="cosine", return_features=True)
+    x = np.random.RandomState(0).rand(3, 28, 28, 1).astype("float32")
+    cosines, features = (to_numpy(t) for t in model(x))
+    assert cosines.shape == (3, 10) and features.shape == (3, 128)
+    assert np.all(np.abs(cosines) <= 1 + 1e-5)
+    np.testing.assert_allclose(to_numpy(models.feature_model(model)(x)), features, rtol=1e-5,
+                               atol=1e-6)
+    l1 = models.small_cnn(num_classes=10, head="dense_l1")
+    out = to_numpy(l1(x))
+    features = to_numpy(models.feature_model(l1)(x))
+    assert out.shape == (3, 11)
+    np.testing.assert_allclose(out[:, -1], np.abs(features).sum(-1), rtol=1e-5)
+
+
+def test_backbone_classifier_defaults_to_resnet50_without_download(monkeypatch):
+    """The wrapper asks keras.applications.ResNet50 for a pooled, headless,
+    randomly initialised backbone (a tiny stand-in keeps the test fast)."""
+    calls = {}
+
+    def tiny_backbone(include_top, weights, input_shape, pooling):
+        calls.update(include_top=include_top, weights=weights, pooling=pooling)
+        inputs = keras.Input(input_shape)
+        x = keras.layers.Conv2D(4, 3)(inputs)
+        return keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(x), name="tiny")
+
+    monkeypatch.setattr(keras.applications, "ResNet50", tiny_backbone)
+    model = models.backbone_classifier(5, input_shape=(16, 16, 3))
+    assert calls == {"include_top": False, "weights": None, "pooling": "avg"}
+    assert model.get_layer("logits").__class__.__name__ == "CosineDense"
+    out = to_numpy(model(np.random.RandomState(0).rand(2, 16, 16, 3).astype("float32")))
+    assert out.shape == (2, 5) and np.all(np.abs(out) <= 1 + 1e-5)
+    dense = models.backbone_classifier(5, backbone=tiny_backbone, head="dense",
+                                       input_shape=(16, 16, 3), return_features=True)
+    assert [tuple(t.shape) for t in dense.outputs] == [(None, 5), (None, 4)]
+    with pytest.raises(ValueError, match="keras.applications"):
+        models.backbone_classifier(5, backbone="NoSuchNet")
+
+
+def _keras_sgd_steps(w0, b0, grads, lrs, wd, momentum, nesterov=False):
+    w = keras.Variable(w0, name="kernel")
+    b = keras.Variable(b0, name="bias")
+    optimizer = CoupledSGD(learning_rate=lrs[0], momentum=momentum, nesterov=nesterov,
+                           coupled_weight_decay=wd)
+    for (gw, gb), lr in zip(grads, lrs):
+        optimizer.learning_rate = lr
+        optimizer.apply_gradients([(keras.ops.convert_to_tensor(gw), w),
+                                   (keras.ops.convert_to_tensor(gb), b)])
+    return to_numpy(w), to_numpy(b)
+
+
+def _torch_sgd_steps(w0, b0, grads, lrs, wd, momentum, nesterov=False):
+    import torch
+    w = torch.nn.Parameter(torch.tensor(w0))
+    b = torch.nn.Parameter(torch.tensor(b0))
+    optimizer = torch.optim.SGD([w, b], lr=lrs[0], momentum=momentum, nesterov=nesterov,
+                                weight_decay=wd)
+    for (gw, gb), lr in zip(grads, lrs):
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        w.grad, b.grad = torch.tensor(gw), torch.tensor(gb)
+        optimizer.step()
+    return w.detach().numpy(), b.detach().numpy()
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_coupled_sgd_matches_torch_sgd_with_weight_decay(nesterov):
+    rng = np.random.RandomState(0)
+    w0, b0 = rng.randn(4, 3).astype("float32"), rng.randn(3).astype("float32")
+    grads = [(rng.randn(4, 3).astype("float32"), rng.randn(3).astype("float32"))
+             for _ in range(4)]
+    lrs = [0.02, 0.1, 0.1, 0.001]          # warm-up and a decay: lr changes matter
+    got = _keras_sgd_steps(w0, b0, grads, lrs, 0.05, 0.9, nesterov)
+    want = _torch_sgd_steps(w0, b0, grads, lrs, 0.05, 0.9, nesterov)
+    for g, t in zip(got, want):
+        np.testing.assert_allclose(g, t, rtol=1e-5, atol=1e-6)
+    # Keras' own SGD(weight_decay=...) is decoupled and differs: the test can fail.
+    plain = keras.Variable(w0)
+    keras_sgd = keras.optimizers.SGD(0.1, momentum=0.9, weight_decay=0.05)
+    for gw, _ in grads:
+        keras_sgd.apply_gradients([(keras.ops.convert_to_tensor(gw), plain)])
+    assert not np.allclose(to_numpy(plain), got[0], atol=1e-4)
+
+
+def test_coupled_weight_decay_equals_gradient_of_half_wd_squared_norm():
+    """One momentum-free step = a step on loss + (wd/2)||w||^2 (autodiff)."""
+    rng = np.random.RandomState(1)
+    w0 = rng.randn(5, 2).astype("float32")
+    target = rng.randn(5, 2).astype("float32")
+    wd, lr = 2e-2, 0.1
+
+    def data_loss(w):
+        return keras.ops.sum(keras.ops.square(w - target)) / 2
+
+    _, grad = value_and_grad(data_loss, w0)
+    _, penalised = value_and_grad(
+        lambda w: data_loss(w) + wd / 2 * keras.ops.sum(keras.ops.square(w)), w0)
+    w = keras.Variable(w0)
+    CoupledSGD(lr, momentum=0.0, coupled_weight_decay=wd).apply_gradients(
+        [(keras.ops.convert_to_tensor(grad), w)])
+    np.testing.assert_allclose(to_numpy(w), w0 - lr * penalised, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="coupled_weight_decay"):
+        CoupledSGD(0.1, weight_decay=1e-4)
+    config = CoupledSGD(0.1, coupled_weight_decay=2e-4).get_config()
+    assert config["coupled_weight_decay"] == 2e-4
+    assert CoupledSGD.from_config(config).coupled_weight_decay == 2e-4
+
+
+def test_schedule_and_stage_epochs_scale_with_the_run_length():
+    ldam = get_recipe("ldam-drw")
+    assert resolve_schedule(ldam, 200) == {"warmup_epochs": 5, "decay_epochs": [160, 180],
+                                           "decay_factors": [0.01, 0.0001]}
+    assert resolve_schedule(ldam, 30) == {"warmup_epochs": 1, "decay_epochs": [24, 27],
+                                          "decay_factors": [0.01, 0.0001]}
+    assert resolve_schedule(get_recipe("kps-ga"), 10)["decay_factors"] == [0.1, 0.01]
+    assert ldam.stage_epoch(200) == 160 and ldam.stage_epoch(30) == 24
+    assert get_recipe("kps-ga").stage_epoch(30) == 18
+    assert get_recipe("ib-focal").stage_epoch(30) == 15
+    assert ldam.stage_epoch(2, smoke=True) == 1
+    assert get_recipe("kps").batch_size == 64 and get_recipe("elm").name == "elm-lam1.0"
+    with pytest.raises(ValueError, match="Unknown recipe"):
+        get_recipe("nope")
+
+
+def test_every_recipe_builds_its_loss_and_head():
+    """All recipes of the issue exist and construct (the library losses they need)."""
+    wanted = {"ce", "focal", "cb-focal", "la", "ldam", "ldam-drw", "elm-lam1.0",
+              "elm-lam0.5", "elm-lam0.1", "elm-drw-lam1.0", "elm-drw-lam0.5",
+              "elm-drw-lam0.1", "mm-drw", "mm-ldam-drw", "kps", "kps-ga", "kps-drw", "lmsce",
+              "lm-softmax", "lm-softmax-zc", "cosface", "cosface-zc", "arcface", "arcface-zc",
+              "normface", "normface-zc", "ce-rsm", "ib-focal"}
+    assert wanted <= set(RECIPES)
+    logits = np.random.RandomState(0).uniform(-0.9, 0.9, (4, 10)).astype("float32")
+    labels = np.array([0, 3, 8, 9])
+    for name, recipe in RECIPES.items():
+        loss = recipe.build_loss(CIFAR10_COUNTS)
+        y_pred = logits
+        if recipe.head == "dense_l1":
+            y_pred = np.concatenate([logits, np.full((4, 1), 3.0, "float32")], -1)
+        value = float(to_numpy(loss(labels, y_pred)))
+        assert np.isfinite(value), name
+        assert (head_regularizer(recipe) is not None) == name.endswith("-zc"), name
+        callbacks = recipe.callbacks(CIFAR10_COUNTS, 200)
+        assert len(callbacks) == (recipe.stage is not None), name
+
+
+def test_two_stage_loss_switches_and_round_trips():
+    counts = CIFAR10_COUNTS
+    loss = get_recipe("ib-focal").build_loss(counts)
+    assert isinstance(loss, TwoStageLoss)
+    rng = np.random.RandomState(0)
+    logits = rng.randn(6, 10).astype("float32")
+    y_pred = np.concatenate([logits, np.full((6, 1), 2.0, "float32")], -1)
+    labels = np.array([0, 1, 2, 7, 8, 9])
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    np.testing.assert_allclose(to_numpy(loss(labels, y_pred)), to_numpy(ce(labels, logits)),
+                               rtol=1e-5)
+    switch = LossStageSwitch(start_epoch=3)
+    assert switch.set_stage(loss, True) and loss.second_stage
+    np.testing.assert_allclose(to_numpy(loss(labels, y_pred)),
+                               to_numpy(loss.second(labels, y_pred)), rtol=1e-5)
+    clone = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert clone.second_stage and clone.first_columns == 10
+
+
+@pytest.mark.real_data
+def test_cli_smoke_two_recipes_on_fashion_mnist_then_aggregate(datasets_dir, tmp_path):
+    env = dict(os.environ, KERAS_MARGINS_DATA=str(datasets_dir),
+               PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    help_text = subprocess.run([sys.executable, "-m", "applications.train", "--help"],
+                               cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert help_text.returncode == 0 and "--recipe" in help_text.stdout
+    assert "coupled L2" in help_text.stdout
+    command = [sys.executable, "-m", "applications.train", "--smoke", "--dataset",
+               "fashion-mnist-lt", "--recipe", "ce", "ldam-drw", "--no-validation",
+               "--results-dir", str(tmp_path), "--backend", keras.backend.backend()]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for recipe in ("ce", "ldam-drw"):
+        folder = tmp_path / "fashion-mnist-lt-exp100-e2-smoke" / recipe / "seed0"
+        config = json.loads((folder / "config.json").read_text())
+        assert config["backend"] == keras.backend.backend()
+        assert config["class_counts"] == [150, 90, 54, 33, 20, 12, 7, 5, 3, 2]
+        history = json.loads((folder / "history.json").read_text())
+        assert len(history["loss"]) == 2 and np.all(np.isfinite(history["loss"]))
+        report = json.loads((folder / "report.json").read_text())
+        assert 0.0 <= report["top1"] <= 1.0 and len(report["per_class_accuracy"]) == 10
+        assert report["many"] is not None and report["few"] is not None
+        for plot in ("per_class_accuracy", "shot_groups", "training_curves",
+                     "sample_margins", "embedding"):
+            assert (folder / "plots" / f"{plot}.png").stat().st_size > 1000, plot
+        assert (folder / "model.keras").stat().st_size > 10_000
+    drw = json.loads((tmp_path / "fashion-mnist-lt-exp100-e2-smoke" / "ldam-drw" / "seed0" /
+                      "config.json").read_text())
+    assert drw["stage"] == "drw" and drw["stage_epoch"] == 1
+    assert drw["loss"]["class_name"] == "LDAMLoss"
+    # The saved model reloads (custom layers, loss and optimizer registered).
+    reloaded = keras.models.load_model(tmp_path / "fashion-mnist-lt-exp100-e2-smoke" /
+                                       "ldam-drw" / "seed0" / "model.keras")
+    assert reloaded.output.shape == (None, 10)
+
+    from applications.aggregate import main as aggregate_main
+    output = tmp_path / "table.md"
+    assert aggregate_main([str(tmp_path), "--include-smoke", "--output", str(output)]) == 0
+    table = output.read_text()
+    assert "| ce (n=1)" in table and "| ldam-drw (n=1)" in table and "±" in table
+    assert aggregate_main([str(tmp_path)]) == 1      # smoke runs are excluded by default

@@ -1,0 +1,227 @@
+"""evaluate_long_tailed on a real trained model vs numpy; tables; seed aggregation."""
+
+import json
+import math
+
+import keras
+import numpy as np
+import pytest
+
+import keras_margins as km
+from backend_utils import small_model, to_numpy
+from keras_margins.evaluation import aggregate_seeds, markdown_table
+from keras_margins.metrics import (BalancedAccuracy, ClassMarginLogger,
+                                   ExpectedCalibrationError, PerClassAccuracy,
+                                   ShotGroupAccuracy, class_margin)
+
+
+@pytest.fixture(scope="module")
+def trained(fashion_mnist_lt_small):
+    """small_model (CosineDense head) trained a few steps on real long-tailed data."""
+    x, y, counts = fashion_mnist_lt_small
+    model = small_model(num_classes=10)
+    loss = km.losses.LDAMLoss(counts, scale=10.0)
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), loss=loss)
+    logger = ClassMarginLogger()
+    history = model.fit(x, y, epochs=2, batch_size=64, verbose=0, callbacks=[logger])
+    outputs = to_numpy(model.predict(x, batch_size=256, verbose=0)).astype("float64")
+    return model, x, y, counts, outputs, history, logger
+
+
+def numpy_reference(outputs, labels, counts, kernel, logit_scale, num_bins=15):
+    num_classes = outputs.shape[1]
+    predicted = outputs.argmax(1)
+    per_class = np.array([np.mean(predicted[labels == c] == c) for c in range(num_classes)])
+    counts = np.asarray(counts)
+    rank = (outputs > outputs[np.arange(len(labels)), labels][:, None]).sum(1)
+    scaled = outputs * logit_scale
+    probabilities = np.exp(scaled - scaled.max(1, keepdims=True))
+    probabilities /= probabilities.sum(1, keepdims=True)
+    confidence = probabilities.max(1)
+    correct = predicted == labels
+    ece = 0.0
+    for b in range(num_bins):
+        in_bin = (confidence > b / num_bins) & (confidence <= (b + 1) / num_bins)
+        if in_bin.any():
+            ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
+    unit = kernel / np.linalg.norm(kernel, axis=0)
+    gram = unit.T @ unit
+    margin = np.degrees(np.arccos(gram[~np.eye(num_classes, dtype=bool)].max()))
+    others = outputs.copy()
+    others[np.arange(len(labels)), labels] = -np.inf
+    sample = outputs[np.arange(len(labels)), labels] - others.max(1)
+    return {
+        "top1": np.mean(correct), "top3": np.mean(rank < 3), "top5": np.mean(rank < 5),
+        "per_class_accuracy": per_class,
+        "many": per_class[counts > 100].mean(),
+        "medium": per_class[(counts >= 20) & (counts <= 100)].mean(),
+        "balanced_accuracy": per_class.mean(), "ece": ece, "class_margin": margin,
+        "sample_min": [sample[labels == c].min() for c in range(num_classes)],
+        "sample_mean": [sample[labels == c].mean() for c in range(num_classes)],
+    }
+
+
+def assert_matches_reference(result, reference):
+    for key in ("top1", "top3", "top5", "many", "medium", "balanced_accuracy"):
+        np.testing.assert_allclose(result[key], reference[key], rtol=1e-5, err_msg=key)
+    np.testing.assert_allclose(result["ece"], reference["ece"], atol=2e-5)
+    np.testing.assert_allclose(result["per_class_accuracy"], reference["per_class_accuracy"],
+                               rtol=1e-5)
+    np.testing.assert_allclose(result["class_margin"], reference["class_margin"], atol=1e-3)
+    np.testing.assert_allclose(result["sample_margin"]["per_class_min"],
+                               reference["sample_min"], atol=1e-5)
+    np.testing.assert_allclose(result["sample_margin"]["per_class_mean"],
+                               reference["sample_mean"], atol=1e-5)
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["arrays", "tf_data", "py_dataset"])
+def test_evaluate_long_tailed_matches_numpy(trained, kind):
+    model, x, y, counts, outputs = trained[:5]
+    if kind == "arrays":
+        dataset = (x, y)
+    elif kind == "tf_data":
+        import tensorflow as tf
+        dataset = tf.data.Dataset.from_tensor_slices((x, np.eye(10, dtype="float32")[y]))
+        dataset = dataset.batch(300)  # one-hot labels, a ragged last batch
+    else:
+        class Batches(keras.utils.PyDataset):
+            def __len__(self):
+                return math.ceil(len(x) / 200)
+
+            def __getitem__(self, index):
+                part = slice(200 * index, 200 * (index + 1))
+                return x[part], y[part].reshape(-1, 1)
+        dataset = Batches()
+    result = km.evaluate_long_tailed(model, dataset, counts, batch_size=256)
+    kernel = to_numpy(model.layers[-1].kernel).astype("float64")
+    reference = numpy_reference(outputs, y, counts, kernel, logit_scale=10.0)
+    assert_matches_reference(result, reference)
+    assert result["ece_logit_scale"] == 10.0  # taken from the compiled LDAM loss
+    assert result["num_samples"] == len(y) and result["per_class_support"] == \
+        np.bincount(y).tolist()
+    # Counts 200 ... 20: no class has fewer than 20 images, so "few" is undefined.
+    assert result["groups"]["few"] == [] and result["few"] is None
+    text = json.dumps(result, allow_nan=False)  # plain JSON, no NaN
+    assert json.loads(text)["few"] is None
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_compiled_metrics_match_numpy_on_real_model(trained):
+    model, x, y, counts, outputs = trained[:5]
+    metrics = [PerClassAccuracy(10), BalancedAccuracy(10), ShotGroupAccuracy(counts, "many"),
+               ShotGroupAccuracy(counts, "medium"),
+               ExpectedCalibrationError(logit_scale=10.0),
+               keras.metrics.SparseTopKCategoricalAccuracy(k=5)]
+    model.compile(loss=model.loss, metrics=metrics)
+    results = model.evaluate(x, y, batch_size=128, verbose=0, return_dict=True)
+    kernel = to_numpy(model.layers[-1].kernel).astype("float64")
+    reference = numpy_reference(outputs, y, counts, kernel, logit_scale=10.0)
+    np.testing.assert_allclose(results["per_class_accuracy"], reference["balanced_accuracy"],
+                               rtol=1e-5)
+    np.testing.assert_allclose(results["balanced_accuracy"], reference["balanced_accuracy"],
+                               rtol=1e-5)
+    np.testing.assert_allclose(results["many_shot_accuracy"], reference["many"], rtol=1e-5)
+    np.testing.assert_allclose(results["medium_shot_accuracy"], reference["medium"], rtol=1e-5)
+    np.testing.assert_allclose(results["ece"], reference["ece"], atol=2e-5)
+    np.testing.assert_allclose(results["sparse_top_k_categorical_accuracy"], reference["top5"],
+                               rtol=1e-5)
+    np.testing.assert_allclose(to_numpy(metrics[0].per_class_result()),
+                               reference["per_class_accuracy"], rtol=1e-5)
+    # A label out of range: an error in eager mode (torch), NaN under jit (TF, JAX).
+    bad = y.copy()
+    bad[40] = 10
+    try:
+        results = model.evaluate(x, bad, batch_size=128, verbose=0, return_dict=True)
+    except ValueError as error:
+        assert "outside" in str(error)
+    else:
+        for name in ("per_class_accuracy", "balanced_accuracy", "many_shot_accuracy",
+                     "medium_shot_accuracy", "ece"):
+            assert math.isnan(results[name]), (name, results[name])
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_class_margin_logger_during_fit(trained):
+    model, history, logger = trained[0], trained[5], trained[6]
+    margins = history.history["class_margin"]
+    assert len(margins) == 2 and margins == logger.margins
+    assert margins[0] != margins[1]  # the prototypes moved during training
+    assert 0.0 < margins[-1] < 180.0
+    # The fixture's model is not trained further by any test.
+    np.testing.assert_allclose(margins[-1], class_margin(model.layers[-1]), rtol=1e-9)
+
+
+class FixedOutputs(keras.Model):
+    """A model whose outputs are the inputs (hand-built logits)."""
+
+    def call(self, inputs):
+        return inputs
+
+
+def test_known_answers_plain_head_and_top_k_limit():
+    counts = [150, 120, 50, 30, 10, 5]
+    labels = np.array([0, 0, 1, 2, 2, 2, 2, 3, 4, 4, 4, 5])
+    predicted = np.array([0, 1, 1, 2, 2, 0, 0, 3, 4, 0, 1, 0])
+    logits = np.full((12, 6), -1.0, dtype="float32")
+    logits[np.arange(12), predicted] = 2.0
+    result = km.evaluate_long_tailed(FixedOutputs(), (logits, labels), counts, batch_size=5,
+                                     top_k=(3, 10))
+    np.testing.assert_allclose(result["per_class_accuracy"], [0.5, 1, 0.5, 1, 1 / 3, 0])
+    np.testing.assert_allclose([result["many"], result["medium"], result["few"]],
+                               [0.75, 0.75, 1 / 6])
+    np.testing.assert_allclose(result["top1"], 6 / 12)
+    assert "top10" not in result  # k > number of classes: left out
+    assert result["class_margin"] is None  # no CosineDense head
+    np.testing.assert_allclose(result["sample_margin"]["min"], -3.0)
+
+
+def test_bad_input_raises():
+    logits = np.zeros((4, 3), dtype="float32")
+    model = FixedOutputs()
+    with pytest.raises(ValueError, match="3 classes"):
+        km.evaluate_long_tailed(model, (logits, np.array([0, 1, 2, 0])), [100, 50, 10, 5])
+    with pytest.raises(ValueError, match="outside"):
+        km.evaluate_long_tailed(model, (logits, np.array([0, 1, 3, 0])), [100, 50, 10])
+    with pytest.raises(ValueError, match="no batches"):
+        km.evaluate_long_tailed(model, [], [100, 50, 10])
+    with pytest.raises(ValueError, match="without labels"):
+        km.evaluate_long_tailed(model, [logits], [100, 50, 10])
+    with pytest.raises(ValueError, match="samples"):
+        km.evaluate_long_tailed(model, (logits, np.array([0, 1])), [100, 50, 10])
+
+
+RESULT_A = {"top1": 0.70, "many": 0.9, "medium": 0.6, "few": None, "per_class_accuracy": [1.0, 0.5],
+            "num_samples": 100}
+RESULT_B = {"top1": 0.80, "many": 0.8, "medium": 0.7, "few": None, "per_class_accuracy": [0.5, 0.5],
+            "num_samples": 100}
+
+
+def test_aggregate_seeds_known_answer():
+    aggregated = aggregate_seeds([RESULT_A, RESULT_B])
+    np.testing.assert_allclose(aggregated["top1"]["mean"], 0.75)
+    np.testing.assert_allclose(aggregated["top1"]["std"], math.sqrt(0.005))  # ddof=1
+    assert aggregated["top1"]["n"] == 2
+    assert aggregated["few"] is None and aggregated["num_samples"] == 100
+    np.testing.assert_allclose([c["mean"] for c in aggregated["per_class_accuracy"]], [0.75, 0.5])
+    assert aggregate_seeds([RESULT_A])["top1"]["std"] == 0.0
+    json.dumps(aggregated, allow_nan=False)
+    with pytest.raises(ValueError, match="structure"):
+        aggregate_seeds([RESULT_A, {"top1": 0.5}])
+    with pytest.raises(ValueError, match="empty"):
+        aggregate_seeds([])
+
+
+def test_markdown_table_format():
+    table = markdown_table({"CE": RESULT_A, "LDAM-DRW": aggregate_seeds([RESULT_A, RESULT_B])})
+    assert table.splitlines() == [
+        "| Method   | Many       | Medium     | Few | All        |",
+        "|:---------|-----------:|-----------:|----:|-----------:|",
+        "| CE       | 90.0       | 60.0       | –   | 70.0       |",
+        "| LDAM-DRW | 85.0 ± 7.1 | 65.0 ± 7.1 | –   | 75.0 ± 7.1 |",
+    ]
+    with pytest.raises(ValueError, match="missing"):
+        markdown_table({"CE": RESULT_A}, columns=("top5",))
