@@ -77,20 +77,6 @@ def build_model(input_shape, num_classes, cosine, seed):
     return keras.Model(inputs, head(x))
 
 
-def group_accuracy(predictions, labels, counts):
-    """Overall, many (>100), medium (20-100) and few (<20) shot top-1 accuracy (%)."""
-    import numpy as np
-    counts = np.asarray(counts)
-    correct = np.argmax(predictions, axis=-1) == labels
-    per_class = np.array([correct[labels == c].mean() for c in range(len(counts))])
-    groups = {"many": counts > 100, "medium": (counts >= 20) & (counts <= 100),
-              "few": counts < 20}
-    result = {"all": 100 * correct.mean()}
-    for name, members in groups.items():
-        result[name] = 100 * per_class[members].mean() if members.any() else float("nan")
-    return result
-
-
 def main(argv=None):
     args = parse_args(argv)
     os.environ.setdefault("KERAS_BACKEND", args.backend or "jax")
@@ -113,7 +99,7 @@ def main(argv=None):
     print(f"{args.dataset}: ratio {ratio:g}, training counts {counts}, "
           f"backend {keras.backend.backend()}, {epochs} epochs (DRW from epoch {drw_epoch})")
 
-    rows = []
+    results = {}
     for name in ("CE", "LDAM-DRW"):
         cosine = name != "CE"
         sample = train_data[0] if isinstance(train_data, tuple) else None
@@ -130,20 +116,16 @@ def main(argv=None):
         if isinstance(train_data, tuple):
             model.fit(*train_data, epochs=epochs, batch_size=batch_size, verbose=0,
                       shuffle=True, callbacks=callbacks)
-            predictions = model.predict(test_data[0], verbose=0)
-            labels = test_data[1]
         else:
             model.fit(train_data, epochs=epochs, verbose=2, callbacks=callbacks)
-            predictions, labels = predict_dataset(model, test_data)
-        result = group_accuracy(keras.ops.convert_to_numpy(predictions), labels, counts)
-        rows.append((name, result, time.time() - start))
+        results[name] = km.evaluate_long_tailed(model, test_data, counts)
+        results[name]["seconds"] = time.time() - start
 
-    print("\n| method | all | many | medium | few | seconds |")
-    print("|---|---|---|---|---|---|")
-    for name, result, seconds in rows:
-        print(f"| {name} | {result['all']:.1f} | {result['many']:.1f} | "
-              f"{result['medium']:.1f} | {result['few']:.1f} | {seconds:.0f} |")
-    return rows
+    print()
+    print(km.evaluation.markdown_table(
+        results, columns=("many", "medium", "few", "all", "balanced_accuracy")))
+    print("seconds: " + ", ".join(f"{k} {v['seconds']:.0f}" for k, v in results.items()))
+    return results
 
 
 def load_cifar10_lt(data_dir, ratio, seed):
@@ -152,15 +134,6 @@ def load_cifar10_lt(data_dir, ratio, seed):
     train, test, info = data.cifar10_lt(imbalance_ratio=ratio, seed=seed, data_dir=data_dir,
                                         batch_size=128)
     return train, test, list(info["class_counts"])
-
-
-def predict_dataset(model, dataset):
-    import numpy as np
-    predictions, labels = [], []
-    for images, batch_labels in dataset:
-        predictions.append(np.asarray(model.predict_on_batch(images)))
-        labels.append(np.asarray(batch_labels))
-    return np.concatenate(predictions), np.concatenate(labels).reshape(-1)
 
 
 if __name__ == "__main__":

@@ -18,11 +18,21 @@ _EPSILON = 1e-12
 
 
 def l2_normalize(x, axis=-1, epsilon=_EPSILON):
-    """``x / max(||x||_2, epsilon)`` along ``axis`` (zero vectors stay zero)."""
+    """``x / ||x||_2`` along ``axis``; vectors with ``||x||_2 <= epsilon`` give zeros.
+
+    Zero (and sub-``epsilon``) vectors map to zero with a zero gradient. The
+    usual ``x / max(||x||, epsilon)`` has a gradient of ``1 / epsilon = 1e12``
+    there, which overflows once cast to float16 under ``mixed_float16``: every
+    step with one all-zero feature vector would be skipped by the loss-scale
+    optimizer (and its scale would collapse).
+    """
     squared = ops.sum(ops.square(x), axis=axis, keepdims=True)
     # The floor is cast explicitly: keras-torch promotes (float64, python float) to float32.
     floor = ops.cast(epsilon * epsilon, ops.dtype(squared))
-    return x * ops.rsqrt(ops.maximum(squared, floor))
+    large = squared > floor
+    # Double `where`: the unused branch never sees rsqrt(0), so no inf/NaN gradient.
+    safe = ops.where(large, squared, ops.ones_like(squared))
+    return ops.where(large, x * ops.rsqrt(safe), ops.zeros_like(x))
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")

@@ -1,21 +1,51 @@
 #!/usr/bin/env bash
 # Installs the pinned development set into .venv (once) and runs the whole test
-# suite on the TensorFlow, JAX and PyTorch backends, one process each.
+# suite on the TensorFlow, JAX and PyTorch backends: one pytest process per
+# backend, run side by side (most of a run is single-threaded compilation), each
+# log printed when all are done. Exit status is non-zero if any backend fails.
 # Usage: bash tools/test_all_backends.sh [extra pytest args]
-set -euo pipefail
+#        BACKENDS="jax" bash tools/test_all_backends.sh tests/test_ldam.py
+set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
+BACKENDS=${BACKENDS:-"tensorflow jax torch"}
+set -e
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -r requirements/dev.txt
 .venv/bin/python -m pip install -q --no-deps -e .
-status=0
-for backend in tensorflow jax torch; do
-  echo "=== KERAS_BACKEND=$backend ==="
-  start=$(date +%s)
-  KERAS_BACKEND=$backend .venv/bin/python -m pytest -q -p no:cacheprovider "$@" tests || status=1
-  echo "=== $backend: $(( $(date +%s) - start )) s ==="
+set +e
+logs=$(mktemp -d)
+start=$(date +%s)
+for backend in $BACKENDS; do
+  ( backend_start=$(date +%s)
+    KERAS_BACKEND=$backend .venv/bin/python -m pytest -q -p no:cacheprovider "$@" \
+      > "$logs/$backend.log" 2>&1
+    code=$?
+    echo "=== $backend: exit $code after $(( $(date +%s) - backend_start )) s ===" >> "$logs/$backend.log"
+    exit $code ) &
+  eval "pid_$backend=$!"
 done
+status=0
+for backend in $BACKENDS; do
+  pid_var="pid_$backend"
+  wait "${!pid_var}" || status=1
+done
+for backend in $BACKENDS; do
+  echo "=================== KERAS_BACKEND=$backend ==================="
+  cat "$logs/$backend.log"
+done
+echo "all backends: $(( $(date +%s) - start )) s, status $status"
+passed=0; failed=0
+for backend in $BACKENDS; do
+  summary=$(grep -E "^[=]* ?[0-9]+ (passed|failed)|^[0-9]+ (passed|failed)" "$logs/$backend.log" | tail -n 1)
+  p=$(echo "$summary" | grep -oE "[0-9]+ passed" | grep -oE "[0-9]+" || true)
+  f=$(echo "$summary" | grep -oE "[0-9]+ failed" | grep -oE "[0-9]+" || true)
+  e=$(echo "$summary" | grep -oE "[0-9]+ error" | grep -oE "[0-9]+" || true)
+  passed=$(( passed + ${p:-0} )); failed=$(( failed + ${f:-0} + ${e:-0} ))
+  [ -n "$summary" ] || failed=$(( failed + 1 ))  # a backend that never reported
+done
+echo "$passed passed, $failed failed"
 exit $status

@@ -48,6 +48,9 @@ class MarginLoss(keras.losses.Loss):
 
     #: Whether ``DeferredReweighting`` may switch this loss's class weights.
     accepts_class_weights = True
+    #: True: class weights become Keras sample weights (weighted-mean reduction).
+    #: False: the subclass applies them inside ``per_sample`` (e.g. focal).
+    class_weights_in_reduction = True
 
     def __init__(self, class_counts=None, class_weights=None,
                  reduction="mean_with_sample_weight", name=None, dtype=None):
@@ -89,7 +92,7 @@ class MarginLoss(keras.losses.Loss):
         return ops.convert_to_tensor(np.asarray(values), dtype=dtype)
 
     def __call__(self, y_true, y_pred, sample_weight=None):
-        if self._class_weights is not None:
+        if self._class_weights is not None and self.class_weights_in_reduction:
             scores = ops.convert_to_tensor(y_pred)
             num_classes = self._check_num_classes(scores)
             labels = km_ops.sparse_labels(y_true, num_classes)

@@ -53,16 +53,14 @@ class FocalLoss(MarginLoss):
     Eq. 4 (softmax form as in Cao et al. 2019's code).
     """
 
+    # Class weights act inside the focal term (per_sample), not in the reduction.
+    class_weights_in_reduction = False
+
     def __init__(self, gamma=1.0, class_weights=None, reduction="sum_over_batch_size",
                  name="focal_loss", dtype=None):
         super().__init__(class_weights=class_weights, reduction=reduction, name=name,
                          dtype=dtype)
         self.gamma = validate_non_negative(gamma, "gamma")
-
-    def __call__(self, y_true, y_pred, sample_weight=None):
-        # Class weights act inside ``per_sample``; skip MarginLoss's merge of
-        # them into the sample weights (which would weight them twice).
-        return keras.losses.Loss.__call__(self, y_true, y_pred, sample_weight=sample_weight)
 
     def per_sample(self, labels, scores):
         ce = km_ops.margin_softmax_cross_entropy(labels, scores)
