@@ -27,7 +27,7 @@ from keras import ops
 from keras_margins.layers import CosineDense
 
 __all__ = ["resnet32", "small_cnn", "backbone_classifier", "feature_model",
-           "OptionAShortcut", "AppendL1Norm", "HEADS", "he_normal"]
+           "OptionAShortcut", "AppendL1Norm", "CosineDense", "HEADS", "he_normal"]
 
 HEADS = ("dense", "cosine", "dense_l1")
 

@@ -4,8 +4,8 @@
     python -m applications.quickstart --dataset cifar10-lt --data-dir ../shared/datasets/cifar10
 
 The default data ships with scikit-learn: its 8x8 digits (about 180 images
-per class) made long-tailed with the LDAM-DRW exponential profile (ratio 10:
-150 down to 15 training images per class), with a balanced held-out test set.
+per class) made long-tailed with the LDAM-DRW exponential profile (ratio 100:
+150 down to 1 training image per class), with a balanced held-out test set.
 Both runs use the same model, seed and schedule; LDAM-DRW uses a cosine head,
 the LDAM loss and deferred re-weighting for the last 20% of the epochs. The
 script prints overall, many (>100), medium (20-100) and few (<20) shot
@@ -87,9 +87,9 @@ def main(argv=None):
     import keras_margins as km
 
     if args.dataset == "digits-lt":
-        ratio = args.imbalance_ratio or 10.0
+        ratio = args.imbalance_ratio or 100.0
         (x, y), (x_test, y_test), counts = digits_long_tailed(ratio, args.seed)
-        epochs, batch_size = args.epochs or 30, args.batch_size or 32
+        epochs, batch_size = args.epochs or 40, args.batch_size or 32
         train_data, test_data = (x, y), (x_test, y_test)
     else:
         ratio = args.imbalance_ratio or 100.0
@@ -117,7 +117,8 @@ def main(argv=None):
             model.fit(*train_data, epochs=epochs, batch_size=batch_size, verbose=0,
                       shuffle=True, callbacks=callbacks)
         else:
-            model.fit(train_data, epochs=epochs, verbose=2, callbacks=callbacks)
+            # tf.data pipelines shuffle themselves.
+            model.fit(train_data, epochs=epochs, verbose=2, callbacks=callbacks, shuffle=False)
         results[name] = km.evaluate_long_tailed(model, test_data, counts)
         results[name]["seconds"] = time.time() - start
 
@@ -131,9 +132,11 @@ def main(argv=None):
 def load_cifar10_lt(data_dir, ratio, seed):
     """CIFAR-10-LT via keras_margins.data (tfds, or a local JPEG copy)."""
     from keras_margins import data
-    train, test, info = data.cifar10_lt(imbalance_ratio=ratio, seed=seed, data_dir=data_dir,
-                                        batch_size=128)
-    return train, test, list(info["class_counts"])
+    # A local folder (or the JPEG archive) when given; otherwise tensorflow-datasets.
+    source = {"folder": data_dir} if data_dir else {}
+    train, test, info = data.cifar10_lt(imbalance_ratio=ratio, seed=seed, batch_size=128,
+                                        **source)
+    return train, test, list(info.class_counts)
 
 
 if __name__ == "__main__":

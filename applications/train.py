@@ -110,7 +110,9 @@ def build_parser():
                        help="CI mode: 2 epochs of at most 3 steps on a 2.5%% long-tailed "
                             "subset of the training set and 64 test images per class, "
                             "stage switches at epoch 1, PCA embedding")
-    train.add_argument("--jit-compile", default="auto", choices=["auto", "true", "false"])
+    train.add_argument("--jit-compile", default="auto", choices=["auto", "true", "false"],
+                       help="Keras jit_compile (auto: XLA on TensorFlow and JAX, eager "
+                            "torch; --smoke on TensorFlow uses tf.function without XLA)")
     train.add_argument("--no-validation", action="store_true",
                        help="skip the per-epoch test-set evaluation (faster)")
     out = parser.add_argument_group("output")
@@ -160,24 +162,23 @@ def build_model(args, data, recipe, seed):
     return models.backbone_classifier(backbone="ResNet50", **kwargs), name
 
 
-class _EpochLog:
-    """Adds learning_rate and seconds to every epoch's logs."""
+def _epoch_log(schedule_kwargs, base_lr):
+    """A callback adding ``learning_rate`` and ``seconds`` to every epoch's logs."""
+    import keras
 
-    def __new__(cls, schedule_kwargs, base_lr):
-        import keras
+    from keras_margins.schedules import warmup_step_decay_value
 
-        from keras_margins.schedules import warmup_step_decay_value
+    class EpochLog(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
 
-        class EpochLog(keras.callbacks.Callback):
-            def on_epoch_begin(self, epoch, logs=None):
-                self.start = time.perf_counter()
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is not None:
+                logs["learning_rate"] = warmup_step_decay_value(epoch, base_lr,
+                                                                **schedule_kwargs)
+                logs["seconds"] = time.perf_counter() - self.start
 
-            def on_epoch_end(self, epoch, logs=None):
-                if logs is not None:
-                    logs["learning_rate"] = warmup_step_decay_value(epoch, base_lr,
-                                                                    **schedule_kwargs)
-                    logs["seconds"] = time.perf_counter() - self.start
-        return EpochLog()
+    return EpochLog()
 
 
 def _run_folder(args, data, recipe_name, seed):
@@ -205,20 +206,45 @@ def _fallback_report(logits, labels, counts):
     return report
 
 
-def evaluate(model, logits_model, data, batch_size=512):
-    """The ``evaluate_long_tailed`` report of ``logits_model`` on the test set."""
+class _PrecomputedOutputs:
+    """Stands in for the model in ``evaluate_long_tailed`` with outputs already
+    computed (one forward pass over the test set serves the report and the
+    plots). Exposes what the evaluation reads: ``predict_on_batch``, ``loss``
+    and ``layers`` (to find the cosine head)."""
+
+    def __init__(self, model, outputs):
+        self.loss, self.layers = model.loss, model.layers
+        self._outputs, self._position = outputs, 0
+
+    def predict_on_batch(self, x):
+        start, self._position = self._position, self._position + len(x)
+        return self._outputs[start:self._position]
+
+
+def evaluate(model, logits_model, data, batch_size=512, logits=None):
+    """The ``evaluate_long_tailed`` report of ``logits_model`` on the test set
+    (``logits``: its outputs on ``data.x_test`` when already computed)."""
+    import numpy as np
     try:
         from keras_margins import evaluate_long_tailed
     except (ImportError, AttributeError):
         evaluate_long_tailed = None
     if evaluate_long_tailed is not None:
-        report = evaluate_long_tailed(logits_model, (data.x_test, data.y_test),
-                                      data.class_counts, batch_size=batch_size)
+        if logits is not None:
+            shim = _PrecomputedOutputs(model, np.asarray(logits))
+            report = evaluate_long_tailed(shim, (data.x_test, data.y_test), data.class_counts,
+                                          batch_size=batch_size)
+            if shim._position != len(logits):
+                raise RuntimeError("evaluate_long_tailed did not read every precomputed "
+                                   "output once; evaluate the model instead.")
+        else:
+            report = evaluate_long_tailed(logits_model, (data.x_test, data.y_test),
+                                          data.class_counts, batch_size=batch_size)
         report["evaluated_by"] = "keras_margins.evaluate_long_tailed"
         return report
-    import numpy as np
-    logits = np.asarray(logits_model.predict(data.x_test, batch_size=batch_size, verbose=0))
-    report = _fallback_report(logits, data.y_test, data.class_counts)
+    if logits is None:
+        logits = logits_model.predict(data.x_test, batch_size=batch_size, verbose=0)
+    report = _fallback_report(np.asarray(logits), data.y_test, data.class_counts)
     report["evaluated_by"] = "applications.train (fallback)"
     return report
 
@@ -250,6 +276,8 @@ def run_recipe(args, data, recipe_name, seed):
     metric = (LogitsAccuracy(data.num_classes) if recipe.head == "dense_l1"
               else keras.metrics.SparseCategoricalAccuracy(name="accuracy"))
     jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
+    if jit == "auto" and args.smoke and keras.backend.backend() == "tensorflow":
+        jit = False   # XLA compilation costs more than 3 smoke steps save
     model.compile(optimizer=optimizer, loss=loss, metrics=[metric], jit_compile=jit)
     stage_callbacks = recipe.callbacks(counts, args.epochs, smoke=args.smoke)
     config = {
@@ -272,7 +300,7 @@ def run_recipe(args, data, recipe_name, seed):
     }
     (folder / "config.json").write_text(json.dumps(config, indent=2, default=str))
     callbacks = stage_callbacks + [
-        _EpochLog(schedule_kwargs, args.lr),
+        _epoch_log(schedule_kwargs, args.lr),
         keras.callbacks.CSVLogger(str(folder / "history.csv")),
     ]
     validation = None if args.no_validation else (data.x_test, data.y_test)
@@ -290,21 +318,22 @@ def run_recipe(args, data, recipe_name, seed):
     logits_layer = "dense_logits" if recipe.head == "dense_l1" else "logits"
     logits_model = keras.Model(model.inputs, model.get_layer(logits_layer).output)
     eval_batch = len(data.y_test) if args.smoke else 512   # smoke: one compiled shape
-    report = evaluate(model, logits_model, data, batch_size=eval_batch)
+    # One pass over the test set: logits for the report and plots, features for the embedding.
+    both = keras.Model(model.inputs, [model.get_layer(logits_layer).output,
+                                      model.get_layer("features").output])
+    logits, features = (np.asarray(t) for t in both.predict(data.x_test, batch_size=eval_batch,
+                                                            verbose=0))
+    report = evaluate(model, logits_model, data, batch_size=eval_batch, logits=logits)
     (folder / "report.json").write_text(json.dumps(report, indent=2))
     if not args.no_save_model:
         model.save(folder / "model.keras")
     plots = {}
     if not args.no_plots:
         from applications.plots import plot_all
-        both = keras.Model(model.inputs, [model.get_layer(logits_layer).output,
-                                          model.get_layer("features").output])
-        logits, features = both.predict(data.x_test, batch_size=eval_batch, verbose=0)
         embedding = "pca" if args.smoke and args.embedding == "auto" else args.embedding
         title = f"{recipe.name}, {data.name} ratio {args.imbalance_ratio:g}, seed {seed}"
-        plots = plot_all(folder / "plots", report, history, np.asarray(logits),
-                         np.asarray(features), data.y_test, counts, data.class_names, title,
-                         embedding=embedding, seed=seed)
+        plots = plot_all(folder / "plots", report, history, logits, features, data.y_test,
+                         counts, data.class_names, title, embedding=embedding, seed=seed)
     seconds = history.get("seconds", [])
     summary = {
         "recipe": recipe.name, "seed": seed, "dataset": data.name, "folder": str(folder),

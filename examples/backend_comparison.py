@@ -36,14 +36,12 @@ def train(args):
 
     import keras_margins as km
 
-    folder = args.data_dir / "fashion-mnist"
-    x = km.data.read_idx(folder / "train-images-idx3-ubyte.gz")[..., None]
-    y = km.data.read_idx(folder / "train-labels-idx1-ubyte.gz").astype("int32")
-    x_test = km.data.read_idx(folder / "t10k-images-idx3-ubyte.gz")[..., None]
-    y_test = km.data.read_idx(folder / "t10k-labels-idx1-ubyte.gz").astype("int32")
-    counts = km.data.long_tail_counts(10, 6000, imbalance_ratio=100)
-    x, y = km.data.subsample_arrays(x, y, counts)
-    x, x_test = x.astype("float32") / 255.0, x_test.astype("float32") / 255.0
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+    from applications.data import load_dataset  # numpy only: no TensorFlow import
+
+    data = load_dataset("fashion-mnist-lt", args.data_dir, imbalance_ratio=100)
+    x, y, x_test, y_test, counts = (data.x_train, data.y_train, data.x_test, data.y_test,
+                                    data.class_counts)
     steps = None
     if args.smoke:
         steps, x_test, y_test = 3, x_test[:500], y_test[:500]

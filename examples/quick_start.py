@@ -29,9 +29,9 @@ parser.add_argument("--data-dir", type=pathlib.Path,
 parser.add_argument("--epochs", type=int, default=8)
 parser.add_argument("--smoke", action="store_true",
                     default=os.environ.get("KERAS_MARGINS_SMOKE", "") == "1",
-                    help="2 epochs of 3 steps (also KERAS_MARGINS_SMOKE=1)")
+                    help="1 epoch of 3 steps (also KERAS_MARGINS_SMOKE=1)")
 args = parser.parse_args()
-epochs = 2 if args.smoke else args.epochs
+epochs = 1 if args.smoke else args.epochs
 
 # 1. Long-tailed data: tf.data pipelines plus the per-class training counts.
 train_ds, test_ds, info = km.data.fashion_mnist_lt(

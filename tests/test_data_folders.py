@@ -125,3 +125,23 @@ def test_folder_errors_name_the_path(tmp_path):
                              class_counts=[2, 1])
     with pytest.raises(ValueError, match="imbalance_ratio"):
         data.image_folder_lt(tmp_path, imbalance_ratio=0.5)
+
+
+def test_archive_is_extracted_once_and_used_in_place_of_a_folder(tmp_path, datasets_dir):
+    import time
+    cache = tmp_path / "cache"
+    start = time.time()
+    root = data.resolve_image_root(datasets_dir / "cifar10", cache_dir=cache)
+    assert sorted(p.name for p in root.iterdir() if p.is_dir()) == ["test", "train"]
+    assert len(list((root / "train" / "truck").iterdir())) == 5000
+    first = time.time() - start
+    start = time.time()
+    assert data.resolve_image_root(datasets_dir / "cifar10" / "cifar10-jpeg.tar.gz",
+                                   cache_dir=cache) == root
+    assert time.time() - start < max(first, 1.0)  # cached: no second extraction
+    with pytest.raises(ValueError, match="archive"):
+        data.extract_archive(tmp_path / "missing.tar.gz")
+    broken = tmp_path / "broken.tar.gz"
+    broken.write_bytes(b"not an archive")
+    with pytest.raises(ValueError, match="could not extract"):
+        data.extract_archive(broken, cache_dir=cache)

@@ -9,6 +9,7 @@ Pipelines are ``tf.data`` and feed ``model.fit`` on every Keras backend
     model.fit(train_ds, validation_data=test_ds, epochs=200)
 """
 
+from keras_margins.data.archives import extract_archive, resolve_image_root
 from keras_margins.data.augment import (CIFAR10_MEAN, CIFAR10_STD, CIFAR100_MEAN, CIFAR100_STD,
                                         IMAGENET_MEAN, IMAGENET_STD, cifar_transform,
                                         imagenet_transform, mix_transform, normalizer)
@@ -25,7 +26,7 @@ from keras_margins.data.subsample import (class_counts_of, subsample_arrays, sub
                                           subsample_indices)
 
 __all__ = [
-    "long_tail_counts", "imbalance_ratio_of",
+    "long_tail_counts", "imbalance_ratio_of", "extract_archive", "resolve_image_root",
     "subsample_indices", "subsample_arrays", "subsample_dataset", "class_counts_of",
     "LongTailInfo", "arrays_lt", "image_folder_lt", "cifar10_lt", "cifar100_lt",
     "fashion_mnist_lt", "split_file_dataset", "split_file_lt", "read_idx",

@@ -13,6 +13,7 @@ from typing import Optional
 import numpy as np
 
 from keras_margins.data import augment as augment_lib
+from keras_margins.data.archives import resolve_image_root
 from keras_margins.data.folders import check_image_file, list_image_folder
 from keras_margins.data.pipeline import decode_image_fn, make_pipeline
 from keras_margins.data.profiles import long_tail_counts
@@ -141,6 +142,10 @@ def image_folder_lt(root, imbalance_ratio=100, profile="exp", *, class_counts=No
                     shuffle=True, mix=None, mix_alpha=None, check_images=True):
     """Long-tailed split of an image folder (``root/train/<class>/*``, ``root/test/<class>/*``).
 
+    ``root`` may also be a ``.tar.gz``/``.tar``/``.zip`` archive of such a folder
+    (or a folder holding just that archive): it is extracted once into
+    ``~/.keras/datasets`` (see ``keras_margins.data.archives``).
+
     With no ``train_dir`` sub-folder, ``root`` itself holds the class folders and
     there is no test set (``test_ds`` is ``None``). Classes are the sorted folder
     names; files are sorted within a class, so on the CIFAR-10 JPEG copy the
@@ -161,7 +166,7 @@ def image_folder_lt(root, imbalance_ratio=100, profile="exp", *, class_counts=No
     Returns:
         ``(train_ds, test_ds, info)``.
     """
-    root = os.fspath(root)
+    root = os.fspath(resolve_image_root(root))
     if not os.path.isdir(root):
         raise ValueError(f"image folder not found: {root}")
     train_root = os.path.join(root, train_dir) if train_dir else root
