@@ -180,7 +180,7 @@ def resnet32(num_classes=10, head="dense", input_shape=(32, 32, 3), head_regular
 
 
 def small_cnn(num_classes=10, head="dense", input_shape=(28, 28, 1), head_regularizer=None,
-              return_features=False, widths=(32, 64, 128), seed=None, name="small_cnn"):
+              return_features=False, widths=(16, 32, 64), seed=None, name="small_cnn"):
     """A small, fast CNN for Fashion-MNIST-LT (28x28 grey images).
 
     Three ``conv3x3-BN-ReLU`` blocks with ``widths`` channels, 2x2 max-pooling

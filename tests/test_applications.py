@@ -57,7 +57,7 @@ def test_small_cnn_features_output_and_feature_model():
     model = models.small_cnn(num_classes=10, head="dense_l1", return_features=True)
     x = np.random.RandomState(0).rand(3, 28, 28, 1).astype("float32")
     outputs, features = (to_numpy(t) for t in model(x))
-    assert outputs.shape == (3, 11) and features.shape == (3, 128)
+    assert outputs.shape == (3, 11) and features.shape == (3, 64)
     # The IB head appends the L1 norm of the penultimate features.
     np.testing.assert_allclose(outputs[:, -1], np.abs(features).sum(-1), rtol=1e-5)
     np.testing.assert_allclose(to_numpy(models.feature_model(model)(x)), features, rtol=1e-5,

@@ -55,7 +55,8 @@ class LMSCELoss(MarginLoss):
         # log q_j, finite everywhere; the target column is masked out below with
         # `where`, so it never feeds a NaN into the gradient.
         log_q = scores - ops.expand_dims(non_target_lse, -1)
-        q = ops.exp(ops.minimum(log_q, 0.0))
+        # zeros_like, not 0.0: keras-torch returns float32 for minimum(float64, 0.0).
+        q = ops.exp(ops.minimum(log_q, ops.zeros_like(log_q)))
         terms = (q - 1.0 / (num_classes - 1)) * log_q
         regulariser = ops.sum(ops.where(mask, ops.zeros_like(terms), terms), axis=-1)
         return cross_entropy + (0.5 * self.lam) * regulariser
