@@ -190,87 +190,69 @@ def _run_folder(args, data, recipe_name, seed):
     return args.results_dir / group / recipe_name / f"seed{seed}"
 
 
-def _fallback_report(logits, labels, counts):
-    """Top-1, per-class and many/medium/few accuracy (if the library's
-    evaluate_long_tailed is unavailable)."""
+def load_data(args, batch_size, seed):
+    """The run's tf.data pipelines: the subset is fixed by ``--subset-seed``,
+    shuffling and augmentation follow the training ``seed``."""
+    from applications.data import load_dataset
+    return load_dataset(args.dataset, args.data_dir, args.imbalance_ratio, args.profile,
+                        seed=args.subset_seed, max_per_class=64 if args.smoke else None,
+                        train_fraction=(0.025 if args.smoke and args.dataset != "digits-lt"
+                                        else None),
+                        batch_size=batch_size, shuffle_seed=seed)
+
+
+def predict_test_set(model, logits_layer, test):
+    """One pass over the test pipeline: logits (report, plots), penultimate
+    features (embedding) and labels."""
+    import keras
     import numpy as np
-    pred = logits.argmax(1)
-    per_class = [float((pred[labels == c] == c).mean()) if (labels == c).any() else None
-                 for c in range(len(counts))]
-    report = {"top1": float((pred == labels).mean()), "per_class_accuracy": per_class}
-    for group, test in (("many", lambda n: n > 100), ("medium", lambda n: 20 <= n <= 100),
-                        ("few", lambda n: n < 20)):
-        values = [a for a, n in zip(per_class, counts) if test(n) and a is not None]
-        report[group] = float(np.mean(values)) if values else None
-    report["balanced_accuracy"] = float(np.mean([a for a in per_class if a is not None]))
+    both = keras.Model(model.inputs, [model.get_layer(logits_layer).output,
+                                      model.get_layer("features").output])
+    logits, features, labels = [], [], []
+    for x, y in test.as_numpy_iterator():
+        batch_logits, batch_features = both.predict_on_batch(x)
+        logits.append(np.asarray(batch_logits))
+        features.append(np.asarray(batch_features))
+        labels.append(np.asarray(y))
+    return np.concatenate(logits), np.concatenate(features), np.concatenate(labels)
+
+
+def evaluate(model, logits, labels, class_counts):
+    """``evaluate_long_tailed``'s report from the test-set ``logits`` already
+    computed (the cosine head and ECE scale are read from ``model``)."""
+    from keras_margins.evaluation import default_logit_scale, evaluate_predictions
+    from keras_margins.metrics import find_cosine_head
+    report = evaluate_predictions(logits, labels, class_counts, kernel=find_cosine_head(model),
+                                  logit_scale=default_logit_scale(model))
+    report["evaluated_by"] = "keras_margins.evaluation.evaluate_predictions"
     return report
 
 
-class _PrecomputedOutputs:
-    """Stands in for the model in ``evaluate_long_tailed`` with outputs already
-    computed (one forward pass over the test set serves the report and the
-    plots). Exposes what the evaluation reads: ``predict_on_batch``, ``loss``
-    and ``layers`` (to find the cosine head)."""
-
-    def __init__(self, model, outputs):
-        self.loss, self.layers = model.loss, model.layers
-        self._outputs, self._position = outputs, 0
-
-    def predict_on_batch(self, x):
-        start, self._position = self._position, self._position + len(x)
-        return self._outputs[start:self._position]
-
-
-def evaluate(model, logits_model, data, batch_size=512, logits=None):
-    """The ``evaluate_long_tailed`` report of ``logits_model`` on the test set
-    (``logits``: its outputs on ``data.x_test`` when already computed)."""
-    import numpy as np
-    try:
-        from keras_margins import evaluate_long_tailed
-    except (ImportError, AttributeError):
-        evaluate_long_tailed = None
-    if evaluate_long_tailed is not None:
-        if logits is not None:
-            shim = _PrecomputedOutputs(model, np.asarray(logits))
-            report = evaluate_long_tailed(shim, (data.x_test, data.y_test), data.class_counts,
-                                          batch_size=batch_size)
-            if shim._position != len(logits):
-                raise RuntimeError("evaluate_long_tailed did not read every precomputed "
-                                   "output once; evaluate the model instead.")
-        else:
-            report = evaluate_long_tailed(logits_model, (data.x_test, data.y_test),
-                                          data.class_counts, batch_size=batch_size)
-        report["evaluated_by"] = "keras_margins.evaluate_long_tailed"
-        return report
-    if logits is None:
-        logits = logits_model.predict(data.x_test, batch_size=batch_size, verbose=0)
-    report = _fallback_report(np.asarray(logits), data.y_test, data.class_counts)
-    report["evaluated_by"] = "applications.train (fallback)"
-    return report
-
-
-def run_recipe(args, data, recipe_name, seed):
+def run_recipe(args, recipe_name, seed):
     """Trains one recipe with one seed; returns the summary dict."""
     import keras
     import numpy as np
 
-    from applications.data import TrainSequence
     from applications.optimizers import CoupledSGD
     from applications.recipes import LogitsAccuracy, get_recipe
     from keras_margins.schedules import WarmupStepDecay
 
     recipe = get_recipe(recipe_name)
+    batch_size = args.batch_size or recipe.batch_size
+    start = time.perf_counter()
+    data = load_data(args, batch_size, seed)
+    print(f"{data.name}: {data.num_train} training images, counts {data.class_counts}, "
+          f"{data.num_test} test images ({time.perf_counter() - start:.1f} s)", flush=True)
     folder = _run_folder(args, data, recipe.name, seed)
     folder.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(seed)
     counts = list(data.class_counts)
     loss = recipe.build_loss(counts, dict(args.loss_arg))
     model, model_name = build_model(args, data, recipe, seed)
-    batch_size = args.batch_size or recipe.batch_size
-    train_data = TrainSequence(data.x_train, data.y_train, batch_size, seed=seed,
-                               augment=data.augment, max_steps=args.max_steps)
+    train_data = data.train.take(args.max_steps) if args.max_steps else data.train
+    steps_per_epoch = int(train_data.cardinality())
     schedule_kwargs = resolve_schedule(recipe, args.epochs)
-    schedule = WarmupStepDecay(args.lr, steps_per_epoch=len(train_data), **schedule_kwargs)
+    schedule = WarmupStepDecay(args.lr, steps_per_epoch=steps_per_epoch, **schedule_kwargs)
     optimizer = CoupledSGD(schedule, momentum=args.momentum,
                            coupled_weight_decay=args.weight_decay)
     metric = (LogitsAccuracy(data.num_classes) if recipe.head == "dense_l1"
@@ -285,11 +267,11 @@ def run_recipe(args, data, recipe_name, seed):
         "reference": recipe.reference, "dataset": data.name, "seed": seed,
         "subset_seed": args.subset_seed, "imbalance_ratio": args.imbalance_ratio,
         "profile": args.profile, "class_counts": counts, "class_names": data.class_names,
-        "num_train": int(len(data.y_train)), "num_test": int(len(data.y_test)),
+        "num_train": data.num_train, "num_test": data.num_test,
         "model": model_name, "head": recipe.head,
         "trainable_parameters": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
         "loss": keras.losses.serialize(loss), "epochs": args.epochs,
-        "steps_per_epoch": len(train_data), "batch_size": batch_size, "lr": args.lr,
+        "steps_per_epoch": steps_per_epoch, "batch_size": batch_size, "lr": args.lr,
         "momentum": args.momentum, "weight_decay": args.weight_decay,
         "weight_decay_form": "coupled L2 as torch.optim.SGD (CoupledSGD)",
         "schedule": schedule_kwargs,
@@ -303,27 +285,21 @@ def run_recipe(args, data, recipe_name, seed):
         _epoch_log(schedule_kwargs, args.lr),
         keras.callbacks.CSVLogger(str(folder / "history.csv")),
     ]
-    validation = None if args.no_validation else (data.x_test, data.y_test)
+    validation = None if args.no_validation else data.test
     verbose = args.verbose if args.verbose is not None else (1 if sys.stdout.isatty() else 2)
     print(f"[{recipe.name} seed {seed}] {model_name} ({config['trainable_parameters']:,} "
-          f"parameters), {len(data.y_train)} training images, backend "
+          f"parameters), {data.num_train} training images, backend "
           f"{config['backend']} -> {folder}", flush=True)
     start = time.perf_counter()
     history = model.fit(train_data, epochs=args.epochs, validation_data=validation,
-                        validation_batch_size=512, callbacks=callbacks, verbose=verbose)
+                        callbacks=callbacks, verbose=verbose, shuffle=False)
     train_seconds = time.perf_counter() - start
     history = {k: [float(v) for v in values] for k, values in history.history.items()}
     (folder / "history.json").write_text(json.dumps(history, indent=2))
 
     logits_layer = "dense_logits" if recipe.head == "dense_l1" else "logits"
-    logits_model = keras.Model(model.inputs, model.get_layer(logits_layer).output)
-    eval_batch = len(data.y_test) if args.smoke else 512   # smoke: one compiled shape
-    # One pass over the test set: logits for the report and plots, features for the embedding.
-    both = keras.Model(model.inputs, [model.get_layer(logits_layer).output,
-                                      model.get_layer("features").output])
-    logits, features = (np.asarray(t) for t in both.predict(data.x_test, batch_size=eval_batch,
-                                                            verbose=0))
-    report = evaluate(model, logits_model, data, batch_size=eval_batch, logits=logits)
+    logits, features, test_labels = predict_test_set(model, logits_layer, data.test)
+    report = evaluate(model, logits, test_labels, counts)
     (folder / "report.json").write_text(json.dumps(report, indent=2))
     if not args.no_save_model:
         model.save(folder / "model.keras")
@@ -332,7 +308,7 @@ def run_recipe(args, data, recipe_name, seed):
         from applications.plots import plot_all
         embedding = "pca" if args.smoke and args.embedding == "auto" else args.embedding
         title = f"{recipe.name}, {data.name} ratio {args.imbalance_ratio:g}, seed {seed}"
-        plots = plot_all(folder / "plots", report, history, logits, features, data.y_test,
+        plots = plot_all(folder / "plots", report, history, logits, features, test_labels,
                          counts, data.class_names, title, embedding=embedding, seed=seed)
     seconds = history.get("seconds", [])
     summary = {
@@ -382,19 +358,11 @@ def main(argv=None):
         args.epochs = 2 if args.smoke else (200 if args.dataset == "cifar10-lt" else 10)
     if args.smoke and args.max_steps is None:
         args.max_steps = 3
-    from applications.data import load_dataset
-    start = time.perf_counter()
-    data = load_dataset(args.dataset, args.data_dir, args.imbalance_ratio, args.profile,
-                        seed=args.subset_seed, max_per_class=64 if args.smoke else None,
-                        train_fraction=(0.025 if args.smoke and args.dataset != "digits-lt"
-                                        else None))
-    print(f"{data.name}: {len(data.y_train)} training images, counts {data.class_counts}, "
-          f"{len(data.y_test)} test images ({time.perf_counter() - start:.1f} s)", flush=True)
     summaries, failed = [], []
     for name in recipes:
         for seed in args.seed:
             try:
-                summaries.append(run_recipe(args, data, name, seed))
+                summaries.append(run_recipe(args, name, seed))
             except RecipeUnavailable as error:
                 print(f"[{name}] skipped: {error}", file=sys.stderr, flush=True)
                 failed.append(name)

@@ -37,14 +37,12 @@ def train(args):
     import keras_margins as km
 
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-    from applications.data import load_dataset  # numpy only: no TensorFlow import
+    from applications.data import load_dataset  # tf.data pipelines, on every backend
 
-    data = load_dataset("fashion-mnist-lt", args.data_dir, imbalance_ratio=100)
-    x, y, x_test, y_test, counts = (data.x_train, data.y_train, data.x_test, data.y_test,
-                                    data.class_counts)
-    steps = None
-    if args.smoke:
-        steps, x_test, y_test = 3, x_test[:500], y_test[:500]
+    data = load_dataset("fashion-mnist-lt", args.data_dir, imbalance_ratio=100,
+                        max_per_class=50 if args.smoke else None)
+    counts = data.class_counts
+    train_data = data.train.take(3) if args.smoke else data.train
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((28, 28, 1))
@@ -61,10 +59,9 @@ def train(args):
     timer = keras.callbacks.LambdaCallback(
         on_epoch_begin=lambda epoch, logs: times.append(time.perf_counter()),
         on_epoch_end=lambda epoch, logs: times.append(time.perf_counter() - times.pop()))
-    shuffled = np.random.RandomState(0).permutation(len(y))
-    history = model.fit(x[shuffled], y[shuffled], batch_size=128, epochs=args.epochs,
-                        steps_per_epoch=steps, callbacks=[drw, timer], verbose=0)
-    report = km.evaluate_long_tailed(model, (x_test, y_test), counts)
+    history = model.fit(train_data, epochs=args.epochs, callbacks=[drw, timer], verbose=0,
+                        shuffle=False)
+    report = km.evaluate_long_tailed(model, data.test, counts)
     print("RESULT " + json.dumps({
         "backend": keras.backend.backend(), "top1": report["top1"], "many": report["many"],
         "medium": report["medium"], "few": report["few"],

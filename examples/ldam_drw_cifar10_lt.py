@@ -25,7 +25,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import keras  # noqa: E402
 
 import keras_margins as km  # noqa: E402
-from applications.data import TrainSequence, load_dataset  # noqa: E402
+from applications.data import load_dataset  # noqa: E402
 from applications.models import resnet32  # noqa: E402
 from applications.optimizers import CoupledSGD  # noqa: E402
 
@@ -40,15 +40,15 @@ parser.add_argument("--smoke", action="store_true",
 args = parser.parse_args()
 epochs = 1 if args.smoke else args.epochs
 
-# Data: the LDAM-DRW subset (seed 0) of the CIFAR-10 JPEG copy, balanced test set;
-# training batches are padded by 4, randomly cropped to 32x32 and flipped.
+# Data: tf.data pipelines (keras_margins.data.cifar10_lt) over the LDAM-DRW subset
+# (seed 0) of the CIFAR-10 JPEG copy, balanced test set; training images are padded
+# by 4, randomly cropped to 32x32 and flipped (keras_margins.data.cifar_transform).
 data = load_dataset("cifar10-lt", args.data_dir, imbalance_ratio=100,
                     max_per_class=32 if args.smoke else None,
                     train_fraction=0.02 if args.smoke else None)
 counts = data.class_counts
 print("training images per class:", counts)
-train = TrainSequence(data.x_train, data.y_train, batch_size=128, augment="cifar",
-                      max_steps=2 if args.smoke else None)
+train = data.train.take(2) if args.smoke else data.train
 
 # ResNet-32 (464,154 parameters with a Dense head) ending in a cosine classifier.
 keras.utils.set_random_seed(0)
@@ -58,14 +58,14 @@ model = resnet32(num_classes=10, head="cosine", blocks_per_stage=1 if args.smoke
 # momentum 0.9 and weight decay 2e-4 added to the gradient as torch.optim.SGD does.
 drw_epoch, second_decay = km.schedules.scaled_epochs(epochs, [160, 180])
 schedule = km.schedules.WarmupStepDecay(
-    0.1, steps_per_epoch=len(train), warmup_epochs=km.schedules.scaled_epochs(epochs, 5),
+    0.1, steps_per_epoch=int(train.cardinality()), warmup_epochs=km.schedules.scaled_epochs(epochs, 5),
     decay_epochs=(drw_epoch, max(second_decay, drw_epoch + 1)), decay_factors=(0.01, 0.0001))
 model.compile(optimizer=CoupledSGD(schedule, momentum=0.9, coupled_weight_decay=2e-4),
               loss=km.losses.LDAMLoss(counts, max_margin=0.5, scale=30.0),
               metrics=["accuracy"])
-model.fit(train, epochs=epochs, verbose=2,
+model.fit(train, epochs=epochs, verbose=2, shuffle=False,
           callbacks=[km.callbacks.DeferredReweighting(counts, start_epoch=drw_epoch)])
 
 # Last-epoch results, as the paper reports them.
-report = km.evaluate_long_tailed(model, (data.x_test, data.y_test), counts)
+report = km.evaluate_long_tailed(model, data.test, counts)
 print(km.evaluation.markdown_table({"LDAM-DRW": report}))

@@ -3,7 +3,9 @@
 ``evaluate_long_tailed(model, dataset, class_counts)`` runs the model once over
 a test set and returns everything the seed papers report (top-1/3/5,
 per-class, many/medium/few-shot and balanced accuracy, ECE, class margin of a
-``CosineDense`` head, sample margins) as a JSON-serialisable dict.
+``CosineDense`` head, sample margins) as a JSON-serialisable dict;
+``evaluate_predictions(outputs, labels, class_counts)`` builds the same dict
+from outputs already computed.
 ``markdown_table`` formats results in the papers' layout
 (``Method | Many | Medium | Few | All``) and ``aggregate_seeds`` turns runs
 over several seeds into mean and standard deviation.
@@ -26,7 +28,8 @@ from keras_margins.metrics import (ExpectedCalibrationError, PerClassAccuracy,
                                    find_cosine_head, shot_groups)
 from keras_margins.priors import validate_class_counts
 
-__all__ = ["evaluate_long_tailed", "markdown_table", "aggregate_seeds"]
+__all__ = ["evaluate_long_tailed", "evaluate_predictions", "default_logit_scale",
+           "markdown_table", "aggregate_seeds"]
 
 # Keys whose values are fractions in [0, 1] (shown as percentages in tables).
 _FRACTION_KEYS = {"top1", "top3", "top5", "all", "many", "medium", "few",
@@ -96,11 +99,170 @@ def _json_ready(value):
     return value
 
 
-def _default_logit_scale(model):
+def default_logit_scale(model):
+    """The ECE logit scale ``evaluate_long_tailed`` uses by default: the compiled
+    loss's ``scale`` attribute when it is a positive number, else 1."""
     scale = getattr(getattr(model, "loss", None), "scale", None)
     if isinstance(scale, numbers.Real) and not isinstance(scale, bool) and scale > 0:
         return float(scale)
     return 1.0
+
+
+class _Evaluation:
+    """The streaming state behind ``evaluate_predictions`` and ``evaluate_long_tailed``.
+
+    ``add(outputs, labels)`` takes one batch (checked, margins kept, metrics
+    updated on chunks of up to ``_CHUNK_VALUES`` scores: far fewer eager
+    dispatches and, on JAX, far fewer per-shape compilations); ``result``
+    returns the report dict.
+    """
+
+    def __init__(self, class_counts, top_k, num_bins, from_logits, logit_scale,
+                 many_threshold, few_threshold):
+        self.counts = validate_class_counts(class_counts)
+        self.groups = shot_groups(self.counts, many_threshold, few_threshold)
+        self.thresholds = {"many": many_threshold, "few": few_threshold}
+        self.top_k = sorted({int(k) for k in top_k} - {1})
+        self.num_bins, self.from_logits = num_bins, from_logits
+        self.logit_scale = float(logit_scale)
+        self.num_classes = None
+        self.per_class = self.top_metrics = self.ece = None
+        self.margins, self.labels_seen = [], []
+        self.pending_outputs, self.pending_labels = [], []
+
+    def add(self, outputs, y):
+        if isinstance(outputs, (list, tuple, dict)):
+            raise ValueError("evaluate_long_tailed needs a model with a single "
+                             "(batch, num_classes) output.")
+        outputs = np.asarray(outputs, dtype=np.float32)
+        if outputs.ndim != 2:
+            raise ValueError(f"The model's output must be (batch, num_classes), received "
+                             f"shape {outputs.shape}.")
+        if self.num_classes is None:
+            num_classes = self.num_classes = outputs.shape[1]
+            validate_class_counts(self.counts, num_classes=num_classes)
+            self.per_class = PerClassAccuracy(num_classes)
+            self.ece = ExpectedCalibrationError(self.num_bins, from_logits=self.from_logits,
+                                                logit_scale=self.logit_scale)
+            self.top_metrics = {k: keras.metrics.SparseTopKCategoricalAccuracy(k=k)
+                                for k in self.top_k if k <= num_classes}
+        elif outputs.shape[1] != self.num_classes:
+            raise ValueError(f"The model's outputs changed from {self.num_classes} to "
+                             f"{outputs.shape[1]} classes between batches.")
+        labels = _numpy_labels(np.asarray(y), self.num_classes)
+        if labels.shape[0] != outputs.shape[0]:
+            raise ValueError(f"A batch has {labels.shape[0]} labels but {outputs.shape[0]} "
+                             f"predictions.")
+        rows = np.arange(labels.size)
+        others = outputs.astype(np.float64)
+        others[rows, labels] = -np.inf
+        self.margins.append(outputs[rows, labels].astype(np.float64) - np.max(others, axis=1))
+        self.labels_seen.append(labels)
+        self.pending_outputs.append(outputs)
+        self.pending_labels.append(labels)
+        if sum(len(p) for p in self.pending_labels) * self.num_classes >= _CHUNK_VALUES:
+            self._flush()
+
+    def _flush(self):
+        if not self.pending_outputs:
+            return
+        chunk_outputs = np.concatenate(self.pending_outputs)
+        chunk_labels = np.concatenate(self.pending_labels)
+        self.pending_outputs.clear()
+        self.pending_labels.clear()
+        self.per_class.update_state(chunk_labels, chunk_outputs)
+        self.ece.update_state(chunk_labels, chunk_outputs)
+        for metric in self.top_metrics.values():
+            metric.update_state(chunk_labels, chunk_outputs)
+
+    def result(self, kernel, return_per_sample):
+        if self.num_classes is None:
+            raise ValueError("`dataset` yielded no batches: nothing to evaluate.")
+        self._flush()
+        num_classes = self.num_classes
+        labels = np.concatenate(self.labels_seen)
+        margins = np.concatenate(self.margins)
+        support = np.bincount(labels, minlength=num_classes)
+        accuracy = np.asarray(ops.convert_to_numpy(self.per_class.per_class_result()),
+                              dtype=np.float64)
+        correct = np.asarray(ops.convert_to_numpy(self.per_class.correct), dtype=np.float64)
+
+        def group_mean(indices):
+            present = [j for j in indices if support[j] > 0]
+            return float(np.mean(accuracy[present])) if present else None
+
+        per_class_margin_min, per_class_margin_mean = _per_class_summary(margins, labels,
+                                                                         num_classes)
+        results = {
+            "num_samples": int(labels.size),
+            "num_classes": int(num_classes),
+            "top1": float(np.sum(correct) / labels.size),
+        }
+        for k, metric in self.top_metrics.items():
+            results[f"top{k}"] = float(ops.convert_to_numpy(metric.result()))
+        results.update({
+            "many": group_mean(self.groups["many"]),
+            "medium": group_mean(self.groups["medium"]),
+            "few": group_mean(self.groups["few"]),
+            "balanced_accuracy": group_mean(range(num_classes)),
+            "ece": float(ops.convert_to_numpy(self.ece.result())),
+            "ece_logit_scale": self.logit_scale,
+            "class_margin": class_margin(kernel) if kernel is not None else None,
+            "per_class_accuracy": accuracy,
+            "per_class_support": support,
+            "groups": self.groups,
+            "thresholds": self.thresholds,
+            "sample_margin": {
+                "mean": float(np.mean(margins)),
+                "min": float(np.min(margins)),
+                "per_class_min": per_class_margin_min,
+                "per_class_mean": per_class_margin_mean,
+            },
+        })
+        if return_per_sample:
+            results["sample_margin"]["per_sample"] = margins
+        return _json_ready(results)
+
+
+def evaluate_predictions(outputs, labels, class_counts, kernel=None, top_k=(3, 5),
+                         num_bins=15, from_logits=True, logit_scale=None, many_threshold=100,
+                         few_threshold=20, return_per_sample=False):
+    """``evaluate_long_tailed``'s report from outputs already computed.
+
+    Use it when one forward pass serves several purposes (the report, plots,
+    embeddings): ``evaluate_long_tailed(model, (x, y), counts)`` equals
+    ``evaluate_predictions(model.predict(x), y, counts,
+    kernel=find_cosine_head(model), logit_scale=default_logit_scale(model))``.
+
+    Args:
+        outputs: (num_samples, num_classes) logits, cosines or probabilities.
+        labels: sparse (num_samples,) or one-hot (num_samples, num_classes) labels.
+        class_counts: per-class training counts (length num_classes).
+        kernel: the classifier's (features, classes) kernel or a ``CosineDense``
+            layer, for ``class_margin`` (``None``: ``class_margin`` is ``None``).
+        logit_scale: factor applied to the outputs before the ECE softmax
+            (default 1).
+        top_k, num_bins, from_logits, many_threshold, few_threshold,
+        return_per_sample: as in ``evaluate_long_tailed``.
+
+    Returns:
+        the same JSON-serialisable dict as ``evaluate_long_tailed``.
+    """
+    outputs = np.asarray(outputs)
+    labels = np.asarray(labels)
+    if outputs.ndim != 2:
+        raise ValueError(f"`outputs` must be (num_samples, num_classes), received shape "
+                         f"{outputs.shape}.")
+    if labels.shape[:1] != outputs.shape[:1]:
+        raise ValueError(f"`outputs` has {outputs.shape[0]} samples but `labels` has "
+                         f"{labels.shape[0] if labels.ndim else 0}.")
+    state = _Evaluation(class_counts, top_k, num_bins, from_logits,
+                        1.0 if logit_scale is None else logit_scale, many_threshold,
+                        few_threshold)
+    step = max(1, _CHUNK_VALUES // max(1, outputs.shape[1]))
+    for start in range(0, outputs.shape[0], step):
+        state.add(outputs[start:start + step], labels[start:start + step])
+    return state.result(kernel, return_per_sample)
 
 
 def evaluate_long_tailed(model, dataset, class_counts, batch_size=256, top_k=(3, 5),
@@ -158,112 +320,14 @@ def evaluate_long_tailed(model, dataset, class_counts, batch_size=256, top_k=(3,
     print(km.evaluation.markdown_table({"LDAM-DRW": results}))
     ```
     """
-    counts = validate_class_counts(class_counts)
-    groups = shot_groups(counts, many_threshold, few_threshold)
     if batch_size is None or int(batch_size) < 1:
         raise ValueError(f"`batch_size` must be a positive integer, received {batch_size!r}.")
-    top_k = sorted({int(k) for k in top_k} - {1})
-    if logit_scale is None:
-        logit_scale = _default_logit_scale(model)
-    num_classes = None
-    per_class = top_metrics = ece = None
-    margins, labels_seen = [], []
-    pending_outputs, pending_labels = [], []
-
-    def flush():
-        # Metrics are updated on large chunks rather than per batch: far fewer eager
-        # dispatches (and, on JAX, far fewer per-shape compilations).
-        if not pending_outputs:
-            return
-        chunk_outputs = np.concatenate(pending_outputs)
-        chunk_labels = np.concatenate(pending_labels)
-        pending_outputs.clear()
-        pending_labels.clear()
-        per_class.update_state(chunk_labels, chunk_outputs)
-        ece.update_state(chunk_labels, chunk_outputs)
-        for metric in top_metrics.values():
-            metric.update_state(chunk_labels, chunk_outputs)
-
+    state = _Evaluation(class_counts, top_k, num_bins, from_logits,
+                        default_logit_scale(model) if logit_scale is None else logit_scale,
+                        many_threshold, few_threshold)
     for x, y in _batches(dataset, int(batch_size)):
-        outputs = model.predict_on_batch(x)
-        if isinstance(outputs, (list, tuple, dict)):
-            raise ValueError("evaluate_long_tailed needs a model with a single "
-                             "(batch, num_classes) output.")
-        outputs = np.asarray(outputs, dtype=np.float32)
-        if outputs.ndim != 2:
-            raise ValueError(f"The model's output must be (batch, num_classes), received "
-                             f"shape {outputs.shape}.")
-        if num_classes is None:
-            num_classes = outputs.shape[1]
-            validate_class_counts(counts, num_classes=num_classes)
-            per_class = PerClassAccuracy(num_classes)
-            ece = ExpectedCalibrationError(num_bins, from_logits=from_logits,
-                                           logit_scale=logit_scale)
-            top_metrics = {k: keras.metrics.SparseTopKCategoricalAccuracy(k=k)
-                           for k in top_k if k <= num_classes}
-        elif outputs.shape[1] != num_classes:
-            raise ValueError(f"The model's outputs changed from {num_classes} to "
-                             f"{outputs.shape[1]} classes between batches.")
-        labels = _numpy_labels(np.asarray(y), num_classes)
-        if labels.shape[0] != outputs.shape[0]:
-            raise ValueError(f"A batch has {labels.shape[0]} labels but {outputs.shape[0]} "
-                             f"predictions.")
-        rows = np.arange(labels.size)
-        others = outputs.astype(np.float64)
-        others[rows, labels] = -np.inf
-        margins.append(outputs[rows, labels].astype(np.float64) - np.max(others, axis=1))
-        labels_seen.append(labels)
-        pending_outputs.append(outputs)
-        pending_labels.append(labels)
-        if sum(len(p) for p in pending_labels) * num_classes >= _CHUNK_VALUES:
-            flush()
-    if num_classes is not None:
-        flush()
-    if num_classes is None:
-        raise ValueError("`dataset` yielded no batches: nothing to evaluate.")
-
-    labels = np.concatenate(labels_seen)
-    margins = np.concatenate(margins)
-    support = np.bincount(labels, minlength=num_classes)
-    accuracy = np.asarray(ops.convert_to_numpy(per_class.per_class_result()), dtype=np.float64)
-    correct = np.asarray(ops.convert_to_numpy(per_class.correct), dtype=np.float64)
-
-    def group_mean(indices):
-        present = [j for j in indices if support[j] > 0]
-        return float(np.mean(accuracy[present])) if present else None
-
-    per_class_margin_min, per_class_margin_mean = _per_class_summary(margins, labels,
-                                                                     num_classes)
-    head = find_cosine_head(model)
-    results = {
-        "num_samples": int(labels.size),
-        "num_classes": int(num_classes),
-        "top1": float(np.sum(correct) / labels.size),
-    }
-    for k, metric in top_metrics.items():
-        results[f"top{k}"] = float(ops.convert_to_numpy(metric.result()))
-    results.update({
-        "many": group_mean(groups["many"]),
-        "medium": group_mean(groups["medium"]),
-        "few": group_mean(groups["few"]),
-        "balanced_accuracy": group_mean(range(num_classes)),
-        "ece": float(ops.convert_to_numpy(ece.result())),
-        "ece_logit_scale": float(logit_scale),
-        "class_margin": class_margin(head) if head is not None else None,
-        "per_class_accuracy": accuracy,
-        "per_class_support": support,
-        "groups": groups,
-        "thresholds": {"many": many_threshold, "few": few_threshold},
-        "sample_margin": {
-            "mean": float(np.mean(margins)),
-            "min": float(np.min(margins)),
-            "per_class_min": per_class_margin_min,
-            "per_class_mean": per_class_margin_mean,
-        },
-    })
-    if return_per_sample:
-        results["sample_margin"]["per_sample"] = margins
-    return _json_ready(results)
+        state.add(model.predict_on_batch(x), y)
+    return state.result(find_cosine_head(model), return_per_sample)
 
 
 def _aggregate(values, ddof, path):

@@ -59,6 +59,22 @@ def test_image_folder_lt_selection_is_seeded_and_is_the_ldam_drw_rule(cifar10_jp
     assert [path.split("/")[-1] for path in first] == expected
 
 
+def test_shuffle_seed_keeps_the_subset_and_test_cap_keeps_the_first_per_class(datasets_dir):
+    """From the archive itself (extracted once into ~/.keras/datasets)."""
+    archive = datasets_dir / "cifar10" / "cifar10-jpeg.tar.gz"
+    kwargs = dict(imbalance_ratio=100, batch_size=64, cache=False, max_test_per_class=3)
+    train_a, test_a, a = data.image_folder_lt(archive, shuffle_seed=1, **kwargs)
+    train_b, _, b = data.image_folder_lt(archive, shuffle_seed=2, **kwargs)
+    default = data.image_folder_lt(archive, 100, cache=False)[2]
+    assert a.train_files == b.train_files == default.train_files  # same subset
+    labels_a, labels_b = (next(iter(ds))[1].numpy() for ds in (train_a, train_b))
+    assert not np.array_equal(labels_a, labels_b)                 # another order
+    assert a.test_counts == [3] * 10 and int(test_a.cardinality()) == 1
+    images, labels = next(iter(test_a))
+    assert labels.numpy().tolist() == np.repeat(np.arange(10), 3).tolist()
+    assert tuple(images.shape) == (30, 32, 32, 3)
+
+
 def test_short_fit_consumes_the_folder_pipeline(cifar10_jpeg):
     train_ds, test_ds, info = data.image_folder_lt(cifar10_jpeg, 100, batch_size=32, cache=False)
     x, y = next(iter(train_ds))

@@ -162,6 +162,43 @@ class FixedOutputs(keras.Model):
         return inputs
 
 
+def _assert_same_report(got, want, path="report"):
+    if isinstance(want, dict):
+        assert set(got) == set(want), path
+        for key in want:
+            _assert_same_report(got[key], want[key], f"{path}.{key}")
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), path
+        for i, (g, w) in enumerate(zip(got, want)):
+            _assert_same_report(g, w, f"{path}[{i}]")
+    elif isinstance(want, float):
+        assert got == pytest.approx(want, rel=1e-5, abs=1e-6), path
+    else:
+        assert got == want, path
+
+
+@pytest.mark.real_data
+def test_evaluate_predictions_equals_evaluate_long_tailed(trained):
+    """Precomputed outputs (one forward pass) give evaluate_long_tailed's dict."""
+    from keras_margins.evaluation import default_logit_scale, evaluate_predictions
+    from keras_margins.metrics import find_cosine_head
+    model, x, y, counts = trained[:4]
+    want = km.evaluate_long_tailed(model, (x, y), counts, return_per_sample=True)
+    outputs = to_numpy(model.predict(x, batch_size=256, verbose=0))
+    assert default_logit_scale(model) == 10.0
+    got = evaluate_predictions(outputs, y, counts, kernel=find_cosine_head(model),
+                               logit_scale=default_logit_scale(model),
+                               return_per_sample=True)
+    _assert_same_report(got, want)
+    assert got["class_margin"] is not None
+    one_hot = evaluate_predictions(outputs, np.eye(10)[y], counts, logit_scale=10.0)
+    assert one_hot["class_margin"] is None and one_hot["top1"] == pytest.approx(got["top1"])
+    with pytest.raises(ValueError, match="samples"):
+        evaluate_predictions(outputs, y[:-1], counts)
+    with pytest.raises(ValueError, match="num_classes"):
+        evaluate_predictions(outputs[:, 0], y, counts)
+
+
 def test_known_answers_plain_head_and_top_k_limit():
     counts = [150, 120, 50, 30, 10, 5]
     labels = np.array([0, 0, 1, 2, 2, 2, 2, 3, 4, 4, 4, 5])

@@ -79,8 +79,10 @@ def _target_counts(labels, num_classes, imbalance_ratio, profile, class_counts, 
 def _train_test(x_train, y_train, x_test, y_test, *, name, class_names, imbalance_ratio,
                 profile, class_counts, max_count, seed, selection, load, augment, mean, std,
                 size, batch_size, sampler, cache, shuffle, mix, mix_alpha, train_files=None,
-                image_shape=None, drop_remainder=False):
+                image_shape=None, drop_remainder=False, shuffle_seed=None,
+                max_test_per_class=None):
     num_classes = len(class_names)
+    order_seed = seed if shuffle_seed is None else shuffle_seed
     y_train = np.asarray(y_train).reshape(-1).astype(np.int64)
     if y_train.size and (y_train.min() < 0 or y_train.max() >= num_classes):
         raise ValueError(f"{name}: training labels must lie in [0, {num_classes}), received "
@@ -92,17 +94,24 @@ def _train_test(x_train, y_train, x_test, y_test, *, name, class_names, imbalanc
     if train_files is not None:
         for path in x_sel:
             check_image_file(path)
-    sampler = get_sampler(sampler, seed=seed)
+    sampler = get_sampler(sampler, seed=order_seed)
     mix_fn = None
     if mix is not None:
-        mix_fn = augment_lib.mix_transform(num_classes, kind=mix, alpha=mix_alpha, seed=seed)
+        mix_fn = augment_lib.mix_transform(num_classes, kind=mix, alpha=mix_alpha,
+                                           seed=order_seed)
     train_ds = make_pipeline(
         x_sel, y_sel, load=load, training=True, batch_size=batch_size, shuffle=shuffle,
-        sampler=sampler, cache=cache, seed=seed, mix=mix_fn, drop_remainder=drop_remainder,
-        transform=augment_lib.get_transform(augment, True, mean, std, size, seed))
+        sampler=sampler, cache=cache, seed=order_seed, mix=mix_fn,
+        drop_remainder=drop_remainder,
+        transform=augment_lib.get_transform(augment, True, mean, std, size, order_seed))
     test_ds, test_counts = None, None
     if x_test is not None:
         y_test = np.asarray(y_test).reshape(-1).astype(np.int64)
+        if max_test_per_class is not None:
+            keep_test = subsample_indices(
+                y_test, [min(int(max_test_per_class), n)
+                         for n in class_counts_of(y_test, num_classes)], method="first")
+            x_test, y_test = x_test[keep_test], y_test[keep_test]
         test_counts = class_counts_of(y_test, num_classes)
         test_ds = make_pipeline(
             x_test, y_test, load=load, training=False, batch_size=batch_size, cache=cache,
@@ -119,8 +128,15 @@ def _train_test(x_train, y_train, x_test, y_test, *, name, class_names, imbalanc
 def arrays_lt(x_train, y_train, x_test=None, y_test=None, imbalance_ratio=100, profile="exp",
               *, class_names=None, class_counts=None, max_count=None, seed=0,
               selection="ldam_drw", augment=None, mean=None, std=None, batch_size=128,
-              sampler=None, shuffle=True, mix=None, mix_alpha=None, name="arrays_lt"):
-    """Long-tailed pipelines from uint8 image arrays ``(N, H, W, C)`` and int labels."""
+              sampler=None, shuffle=True, mix=None, mix_alpha=None, name="arrays_lt",
+              shuffle_seed=None, max_test_per_class=None):
+    """Long-tailed pipelines from uint8 image arrays ``(N, H, W, C)`` and int labels.
+
+    ``seed`` picks the long-tailed subset; ``shuffle_seed`` (default ``seed``)
+    seeds shuffling, re-sampling and augmentation, so several training seeds
+    can share one subset. ``max_test_per_class`` keeps the first that many
+    test images of each class (quick runs). Other arguments: ``image_folder_lt``.
+    """
     x_train = np.asarray(x_train)
     y_train = np.asarray(y_train).reshape(-1)
     if class_names is None:
@@ -132,14 +148,16 @@ def arrays_lt(x_train, y_train, x_test=None, y_test=None, imbalance_ratio=100, p
         class_counts=class_counts, max_count=max_count, seed=seed, selection=selection,
         load=None, augment=augment, mean=mean, std=std, size=None, batch_size=batch_size,
         sampler=sampler, cache=False, shuffle=shuffle, mix=mix, mix_alpha=mix_alpha,
-        image_shape=tuple(x_train.shape[1:]))
+        image_shape=tuple(x_train.shape[1:]), shuffle_seed=shuffle_seed,
+        max_test_per_class=max_test_per_class)
 
 
 def image_folder_lt(root, imbalance_ratio=100, profile="exp", *, class_counts=None,
                     max_count=None, seed=0, selection="ldam_drw", train_dir="train",
                     test_dir="test", image_size=(32, 32), channels=3, augment="cifar",
                     mean=None, std=None, batch_size=128, sampler=None, cache=True,
-                    shuffle=True, mix=None, mix_alpha=None, check_images=True):
+                    shuffle=True, mix=None, mix_alpha=None, check_images=True,
+                    shuffle_seed=None, max_test_per_class=None):
     """Long-tailed split of an image folder (``root/train/<class>/*``, ``root/test/<class>/*``).
 
     ``root`` may also be a ``.tar.gz``/``.tar``/``.zip`` archive of such a folder
@@ -157,6 +175,10 @@ def image_folder_lt(root, imbalance_ratio=100, profile="exp", *, class_counts=No
         class_counts: explicit per-class training counts instead of a profile.
         max_count: head-class count (default: the smallest class in the folder).
         seed, selection: the subsampling seed and rule (``"ldam_drw"`` | ``"first"``).
+        shuffle_seed: seed of shuffling, re-sampling and augmentation (default
+            ``seed``): vary it across training seeds to keep the same subset.
+        max_test_per_class: keep only the first that many test images of each
+            class (quick runs; default: the whole test set).
         image_size: decoded images are resized to it when they differ (None: keep).
         augment: ``"cifar"``, ``"imagenet"``, ``None`` (normalise only) or a callable.
         mean, std: per-channel normalisation (defaults of the recipe).
@@ -192,7 +214,8 @@ def image_folder_lt(root, imbalance_ratio=100, profile="exp", *, class_counts=No
         load=decode_image_fn(channels, image_size), augment=augment, mean=mean, std=std,
         size=size if augment == "imagenet" else None, batch_size=batch_size, sampler=sampler,
         cache=cache, shuffle=shuffle, mix=mix, mix_alpha=mix_alpha,
-        train_files=paths if check_images else None, image_shape=shape)
+        train_files=paths if check_images else None, image_shape=shape,
+        shuffle_seed=shuffle_seed, max_test_per_class=max_test_per_class)
 
 
 # --------------------------------------------------------------------------- tfds
@@ -226,12 +249,15 @@ def _tfds_arrays(name, split, data_dir, download, label_key="label"):
 
 def _tfds_lt(tfds_name, *, name, folder, data_dir, download, imbalance_ratio, profile,
              class_counts, max_count, seed, selection, augment, mean, std, batch_size,
-             sampler, shuffle, mix, mix_alpha, label_key="label"):
+             sampler, shuffle, mix, mix_alpha, shuffle_seed, max_test_per_class,
+             label_key="label"):
     if folder is not None:
         return image_folder_lt(folder, imbalance_ratio, profile, class_counts=class_counts,
                                max_count=max_count, seed=seed, selection=selection,
                                augment=augment, mean=mean, std=std, batch_size=batch_size,
-                               sampler=sampler, shuffle=shuffle, mix=mix, mix_alpha=mix_alpha)
+                               sampler=sampler, shuffle=shuffle, mix=mix, mix_alpha=mix_alpha,
+                               shuffle_seed=shuffle_seed,
+                               max_test_per_class=max_test_per_class)
     x_train, y_train, class_names = _tfds_arrays(tfds_name, "train", data_dir, download,
                                                  label_key)
     x_test, y_test, _ = _tfds_arrays(tfds_name, "test", data_dir, download, label_key)
@@ -240,38 +266,44 @@ def _tfds_lt(tfds_name, *, name, folder, data_dir, download, imbalance_ratio, pr
         imbalance_ratio=imbalance_ratio, profile=profile, class_counts=class_counts,
         max_count=max_count, seed=seed, selection=selection, load=None, augment=augment,
         mean=mean, std=std, size=None, batch_size=batch_size, sampler=sampler, cache=False,
-        shuffle=shuffle, mix=mix, mix_alpha=mix_alpha, image_shape=tuple(x_train.shape[1:]))
+        shuffle=shuffle, mix=mix, mix_alpha=mix_alpha, image_shape=tuple(x_train.shape[1:]),
+        shuffle_seed=shuffle_seed, max_test_per_class=max_test_per_class)
 
 
 def cifar10_lt(imbalance_ratio=100, profile="exp", *, seed=0, folder=None, data_dir=None,
                download=True, class_counts=None, max_count=None, selection="ldam_drw",
                augment="cifar", mean=augment_lib.CIFAR10_MEAN, std=augment_lib.CIFAR10_STD,
-               batch_size=128, sampler=None, shuffle=True, mix=None, mix_alpha=None):
+               batch_size=128, sampler=None, shuffle=True, mix=None, mix_alpha=None,
+               shuffle_seed=None, max_test_per_class=None):
     """CIFAR-10-LT (LDAM-DRW protocol): tfds ``cifar10``, or a JPEG/PNG ``folder``.
 
     ``data_dir`` is passed to ``tfds.load`` (``download=False`` never touches the
-    network); ``folder`` (``train/<class>``, ``test/<class>``) uses
-    ``image_folder_lt``. Ratio 100 keeps ``[5000, 2997, ..., 50]`` (12,406).
+    network); ``folder`` (``train/<class>``, ``test/<class>``, or an archive of
+    them) uses ``image_folder_lt``, which also documents ``shuffle_seed`` and
+    ``max_test_per_class``. Ratio 100 keeps ``[5000, 2997, ..., 50]`` (12,406).
     """
     return _tfds_lt("cifar10", name="cifar10_lt", folder=folder, data_dir=data_dir,
                     download=download, imbalance_ratio=imbalance_ratio, profile=profile,
                     class_counts=class_counts, max_count=max_count, seed=seed,
                     selection=selection, augment=augment, mean=mean, std=std,
                     batch_size=batch_size, sampler=sampler, shuffle=shuffle, mix=mix,
-                    mix_alpha=mix_alpha)
+                    mix_alpha=mix_alpha, shuffle_seed=shuffle_seed,
+                    max_test_per_class=max_test_per_class)
 
 
 def cifar100_lt(imbalance_ratio=100, profile="exp", *, seed=0, folder=None, data_dir=None,
                 download=True, class_counts=None, max_count=None, selection="ldam_drw",
                 augment="cifar", mean=augment_lib.CIFAR100_MEAN, std=augment_lib.CIFAR100_STD,
-                batch_size=128, sampler=None, shuffle=True, mix=None, mix_alpha=None):
+                batch_size=128, sampler=None, shuffle=True, mix=None, mix_alpha=None,
+                shuffle_seed=None, max_test_per_class=None):
     """CIFAR-100-LT (fine labels): tfds ``cifar100`` or a ``folder``; ratio 100 keeps 10,847."""
     return _tfds_lt("cifar100", name="cifar100_lt", folder=folder, data_dir=data_dir,
                     download=download, imbalance_ratio=imbalance_ratio, profile=profile,
                     class_counts=class_counts, max_count=max_count, seed=seed,
                     selection=selection, augment=augment, mean=mean, std=std,
                     batch_size=batch_size, sampler=sampler, shuffle=shuffle, mix=mix,
-                    mix_alpha=mix_alpha)
+                    mix_alpha=mix_alpha, shuffle_seed=shuffle_seed,
+                    max_test_per_class=max_test_per_class)
 
 
 def read_idx(path):
@@ -295,11 +327,13 @@ def read_idx(path):
 
 def fashion_mnist_lt(imbalance_ratio=100, profile="exp", *, seed=0, idx_dir=None,
                      data_dir=None, download=True, class_counts=None, max_count=None,
-                     selection="ldam_drw", batch_size=128, sampler=None, shuffle=True,
-                     mix=None, mix_alpha=None):
+                     selection="ldam_drw", mean=None, std=None, batch_size=128, sampler=None,
+                     shuffle=True, mix=None, mix_alpha=None, shuffle_seed=None,
+                     max_test_per_class=None):
     """Fashion-MNIST-LT: tfds ``fashion_mnist`` or the four IDX files in ``idx_dir``.
 
-    Images are (28, 28, 1) float32 in ``[0, 1]``, no augmentation.
+    Images are (28, 28, 1) float32 in ``[0, 1]`` (standardised when ``mean`` /
+    ``std`` are given), no augmentation. Other arguments: ``image_folder_lt``.
     """
     if idx_dir is not None:
         names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
@@ -321,9 +355,10 @@ def fashion_mnist_lt(imbalance_ratio=100, profile="exp", *, seed=0, idx_dir=None
         x_train, y_train.astype(np.int64), x_test, y_test, name="fashion_mnist_lt",
         class_names=class_names, imbalance_ratio=imbalance_ratio, profile=profile,
         class_counts=class_counts, max_count=max_count, seed=seed, selection=selection,
-        load=None, augment=None, mean=None, std=None, size=None, batch_size=batch_size,
+        load=None, augment=None, mean=mean, std=std, size=None, batch_size=batch_size,
         sampler=sampler, cache=False, shuffle=shuffle, mix=mix, mix_alpha=mix_alpha,
-        image_shape=tuple(x_train.shape[1:]))
+        image_shape=tuple(x_train.shape[1:]), shuffle_seed=shuffle_seed,
+        max_test_per_class=max_test_per_class)
 
 
 # --------------------------------------------------------------------- split files
