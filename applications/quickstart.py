@@ -38,26 +38,24 @@ def parse_args(argv=None):
 
 
 def digits_long_tailed(ratio, seed, max_count=150, test_per_class=25):
-    """scikit-learn digits: exponential long-tailed train split, balanced test split."""
+    """scikit-learn digits: exponential long-tailed train split, balanced test split.
+
+    Per class, ``test_per_class`` images are held out (balanced test set); the
+    training counts follow the LDAM-DRW exponential profile from ``max_count``
+    and are picked from the rest with the library's subset selection.
+    """
     import numpy as np
     from sklearn.datasets import load_digits
 
-    from keras_margins.priors import validate_positive
-    validate_positive(ratio, "imbalance_ratio")
-    if ratio < 1:
-        raise ValueError(f"`imbalance_ratio` must be >= 1, received {ratio!r}.")
+    from keras_margins import data
     digits = load_digits()
     x = (digits.data / 16.0).astype("float32")
     y = digits.target.astype("int32")
-    rng = np.random.default_rng(seed)
-    counts = [int(max_count * (1.0 / ratio) ** (c / 9)) for c in range(10)]
-    train, test = [], []
-    for c, n in enumerate(counts):
-        index = rng.permutation(np.flatnonzero(y == c))
-        test.append(index[:test_per_class])
-        train.append(index[test_per_class:test_per_class + n])
-    train, test = np.concatenate(train), np.concatenate(test)
-    return (x[train], y[train]), (x[test], y[test]), counts
+    counts = data.long_tail_counts(10, max_count, ratio, profile="exp")
+    held_out = data.subsample_indices(y, [test_per_class] * 10, seed=seed)
+    pool = np.setdiff1d(np.arange(len(y)), held_out)
+    train = pool[data.subsample_indices(y[pool], counts, seed=seed)]
+    return (x[train], y[train]), (x[held_out], y[held_out]), list(counts)
 
 
 def build_model(input_shape, num_classes, cosine, seed):
