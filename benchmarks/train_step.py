@@ -124,6 +124,48 @@ def _pipeline_throughput(batch_size, seconds):
             "images": count, "train_size": int(sum(info.class_counts))}
 
 
+def _loss_share(out, table, counts, args):
+    """The loss's own extra cost, as a share of the CE step.
+
+    The step of every loss runs the same network, optimizer and batch; only the
+    loss's forward + backward on the (batch, classes) head outputs differs. That
+    part is timed alone (compiled as in ``loss_overhead.py``, many calls, median
+    of rounds, CE interleaved) and ``(t_loss - t_CE) / t_step(CE)`` is reported:
+    a figure that does not drown in the step's round-to-round noise.
+    """
+    import keras
+
+    from loss_overhead import _inputs, _step_jax, _step_tensorflow, _step_torch, _time
+
+    backend = keras.backend.backend()
+    build = {"jax": _step_jax, "tensorflow": _step_tensorflow,
+             "torch": lambda l, s, y: _step_torch(l, s, y)}[backend]
+    runs = {}
+    for name, result in out["losses"].items():
+        if "error" in result:
+            continue
+        if name == CE:
+            loss, extra = keras.losses.SparseCategoricalCrossentropy(from_logits=True), 0
+        else:
+            make, extra = table[name]
+            loss = make(counts)
+        scores, labels = _inputs(len(counts), args.batch_size, extra)
+        runs[name], _ = build(loss, scores, labels)
+        runs[name]()
+        runs[name]()
+    calls = max(1, int(0.05 / max(_time(runs[CE], 3), 1e-6)))
+    times = {name: [] for name in runs}
+    for _ in range(5):
+        for name, run in runs.items():
+            times[name].append(_time(run, calls))
+    ce_loss_s = _median(times[CE])
+    ce_step_s = out["losses"][CE]["step_ms"] / 1e3
+    for name in runs:
+        loss_s = _median(times[name])
+        out["losses"][name].update(loss_only_ms=1e3 * loss_s,
+                                   loss_share_vs_ce_step=(loss_s - ce_loss_s) / ce_step_s)
+
+
 def worker(args):
     if os.environ.get("KERAS_BACKEND") == "torch":
         import torch  # noqa: F401  (before TensorFlow)
@@ -192,6 +234,8 @@ def worker(args):
             extra_min=min(ratios) - 1.0, extra_max=max(ratios) - 1.0)
     print(f"[{backend}] CE step {out['losses'][CE]['step_ms']:.0f} ms", file=sys.stderr,
           flush=True)
+    if args.loss_share:
+        _loss_share(out, table, counts, args)
     np.asarray(0)
     pathlib.Path(args.worker_out).write_text(json.dumps(out, indent=1))
 
@@ -204,12 +248,21 @@ def markdown(report, rtol):
     if good:
         lines += ["### ResNet-32 training step (batch {}), images/s and extra time vs CE"
                   .format(report["settings"]["batch_size"]), ""]
-        head = ["loss"] + [f"{b} img/s" for b in backends] + [f"{b} vs CE" for b in backends]
+        share = any("loss_share_vs_ce_step" in r for b in good for r in b["losses"].values())
+        head = (["loss"] + [f"{b} img/s" for b in backends] + [f"{b} vs CE" for b in backends]
+                + ([f"{b} loss alone, extra / CE step" for b in backends] if share else []))
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for name in names:
-            cells, extras = [name], []
+            cells, extras, shares = [name], [], []
             for b in good:
                 r = b["losses"].get(name, {})
+                if "loss_share_vs_ce_step" in r and name != CE:
+                    shares.append(f"{100 * r['loss_share_vs_ce_step']:+.3f}% "
+                                  f"({r['loss_only_ms']:.3f} ms)")
+                elif "loss_only_ms" in r:
+                    shares.append(f"({r['loss_only_ms']:.3f} ms)")
+                else:
+                    shares.append("-")
                 if "error" in r or not r:
                     cells.append("error" if r else "-")
                     extras.append("-")
@@ -218,13 +271,13 @@ def markdown(report, rtol):
                 extras.append("-" if name == CE else
                               f"{100 * r['extra_vs_ce']:+.1f}% "
                               f"[{100 * r['extra_min']:+.0f}, {100 * r['extra_max']:+.0f}]")
-            lines.append("| " + " | ".join(cells + extras) + " |")
+            lines.append("| " + " | ".join(cells + extras + (shares if share else [])) + " |")
         cells = ["input pipeline (arrays_lt, CIFAR aug.)"]
         for b in good:
             p = b.get("pipeline", {})
             cells.append(f"{p['images_per_s']:.0f}" if "images_per_s" in p else
                          p.get("error", "-")[:40])
-        lines.append("| " + " | ".join(cells + ["-"] * len(good)) + " |")
+        lines.append("| " + " | ".join(cells + ["-"] * len(good) * (2 if share else 1)) + " |")
         for b in good:
             for name, r in b["losses"].items():
                 if "error" in r:
@@ -265,6 +318,9 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=None, help="round-robin rounds")
     parser.add_argument("--pipeline-seconds", type=float, default=None)
     parser.add_argument("--no-check", dest="check", action="store_false")
+    parser.add_argument("--no-loss-share", dest="loss_share", action="store_false",
+                        help="skip timing each loss alone (its extra cost as a share "
+                             "of the CE step)")
     parser.add_argument("--rtol", type=float, default=1e-4)
     parser.add_argument("--quick", action="store_true",
                         help=f"losses {', '.join(QUICK_LOSSES)}; 2 rounds of 2 steps")
@@ -296,6 +352,8 @@ def main(argv=None):
             cmd += ["--losses", *args.losses]
         if not args.check:
             cmd.append("--no-check")
+        if not args.loss_share:
+            cmd.append("--no-loss-share")
         env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
         start = time.perf_counter()
         proc = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True)

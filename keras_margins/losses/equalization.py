@@ -206,13 +206,21 @@ class EqualizationLossV2(MarginLoss):
         mask = km_ops.target_mask(labels, scores.shape[-1])
         positive_weights, negative_weights = self.class_weights_from_statistics(dtype)
         weights = ops.where(mask, positive_weights[None, :], negative_weights[None, :])
-        # sign = +1 on the target: BCE = -log sigmoid(sign*x), |p - t| = sigmoid(-sign*x).
-        signed = ops.where(mask, scores, -scores)
-        losses = ops.sum(weights * -ops.log_sigmoid(signed), axis=-1)
-        magnitudes = ops.stop_gradient(ops.sigmoid(-signed) * weights)
-        zeros = ops.zeros_like(magnitudes)
-        self._accumulate(ops.sum(ops.where(mask, magnitudes, zeros), axis=0),
-                         ops.sum(ops.where(mask, zeros, magnitudes), axis=0))
+        # BCE = -log sigmoid(sign * x) and |sigmoid(x) - e_y| = 1 - p_t in one pass.
+        bce, one_minus_pt, _ = km_ops.sigmoid_cross_entropy_terms(scores, mask)
+        losses = ops.sum(weights * bce, axis=-1)
+        magnitudes = ops.stop_gradient(one_minus_pt * weights)
+        # Positive statistics: one value per sample, summed per class (a (batch,)
+        # scatter, not a second (batch, classes) column reduction).
+        num_classes = scores.shape[-1]
+        valid = ops.logical_and(labels >= 0, labels < num_classes)  # jit: bad labels add 0
+        target_magnitudes = ops.where(valid, km_ops.gather_target(magnitudes, labels),
+                                      ops.zeros_like(magnitudes[:, 0]))
+        positive = ops.segment_sum(target_magnitudes,
+                                   ops.clip(labels, 0, num_classes - 1),
+                                   num_segments=num_classes)
+        negative = ops.sum(ops.where(mask, ops.zeros_like(magnitudes), magnitudes), axis=0)
+        self._accumulate(positive, negative)
         return losses
 
     def _accumulate(self, positive, negative):

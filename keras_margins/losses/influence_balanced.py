@@ -92,9 +92,11 @@ class InfluenceBalancedLoss(MarginLoss):
         mask = km_ops.target_mask(labels, num_classes)
         weights = ops.take(self.constant(self.weights, ops.dtype(scores)),
                            ops.clip(labels, 0, num_classes - 1))
-        ce = weights * km_ops.margin_softmax_cross_entropy(labels, scores, mask=mask)
-        residual = ops.softmax(scores, axis=-1) - ops.cast(mask, ops.dtype(scores))
-        gradient_norm = ops.sum(ops.abs(residual), axis=-1)
+        plain_ce = km_ops.margin_softmax_cross_entropy(labels, scores, mask=mask)
+        ce = weights * plain_ce
+        # ||softmax(x) - e_y||_1 = (1 - p_y) + sum_{j != y} p_j = 2 (1 - p_y), and
+        # p_y = exp(-CE): no second softmax pass (expm1 keeps 1 - p_y exact near 1).
+        gradient_norm = -2.0 * ops.expm1(-plain_ce)
         losses = ce * (self.alpha / (gradient_norm * feature_norms + self.epsilon))
         if self.gamma is not None:
             losses = losses * focal_modulation(ce, self.gamma)

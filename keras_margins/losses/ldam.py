@@ -110,13 +110,26 @@ class ELMLoss(LDAMLoss):
                              f"{target_margin!r}.")
         self.target_margin = target_margin
 
-    def target_margins(self, labels, scores):
+    def target_margins(self, labels, scores, hardest=None):
+        """``m_y - lam * m_{j*}`` (``hardest`` = j*, computed when not given)."""
         margins = self.constant(self.margins, ops.dtype(scores))
-        _, hardest = km_ops.max_non_target(ops.stop_gradient(scores), labels)
+        if hardest is None:
+            _, hardest = km_ops.max_non_target(ops.stop_gradient(scores), labels)
         shift = -self.lam * ops.take(margins, hardest)
         if self.target_margin:
             shift = shift + ops.take(margins, labels)
         return shift
+
+    def per_sample(self, labels, scores):
+        safe_labels = ops.clip(labels, 0, scores.shape[-1] - 1)
+        mask = km_ops.target_mask(labels, scores.shape[-1])
+        # One non-target max gives j* and the log-sum-exp's shift.
+        other, hardest = km_ops.max_non_target(ops.stop_gradient(scores), labels, mask)
+        target = km_ops.gather_target(scores, labels)
+        target = target - self.target_margins(safe_labels, scores, hardest)
+        return km_ops.margin_softmax_cross_entropy(
+            labels, scores, target_scores=target, scale=self.scale, mask=mask,
+            non_target_max=other)
 
     def get_config(self):
         config = super().get_config()

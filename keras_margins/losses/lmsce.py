@@ -45,21 +45,19 @@ class LMSCELoss(MarginLoss):
     def per_sample(self, labels, scores):
         num_classes = scores.shape[-1]
         mask = km_ops.target_mask(labels, num_classes)
-        cross_entropy = km_ops.margin_softmax_cross_entropy(labels, scores, mask=mask)
         if self.lam == 0.0:
-            return cross_entropy
-        # log-sum-exp over the non-target logits (target excluded, zero target score).
-        zero = ops.zeros_like(scores[:, 0])
-        non_target_lse = km_ops.margin_softmax_cross_entropy(
-            labels, scores, target_scores=zero, exclude_target=True, mask=mask)
-        # log q_j, finite everywhere; the target column is masked out below with
-        # `where`, so it never feeds a NaN into the gradient.
-        log_q = scores - ops.expand_dims(non_target_lse, -1)
-        # zeros_like, not 0.0: keras-torch returns float32 for minimum(float64, 0.0).
-        q = ops.exp(ops.minimum(log_q, ops.zeros_like(log_q)))
-        terms = (q - 1.0 / (num_classes - 1)) * log_q
-        regulariser = ops.sum(ops.where(mask, ops.zeros_like(terms), terms), axis=-1)
-        return cross_entropy + (0.5 * self.lam) * regulariser
+            return km_ops.margin_softmax_cross_entropy(labels, scores, mask=mask)
+        # One exponential pass gives both terms. With q the softmax over the
+        # non-targets and lse their log-sum-exp (log q_j = x_j - lse):
+        #   CE = softplus(lse - x_y)
+        #   sum_{j != y} (q_j - 1/(C-1)) log q_j
+        #       = sum_{j != y} q_j x_j - lse - (sum_{j != y} x_j) / (C-1) + lse
+        #       = E_q[x] - mean_{j != y} x_j          (sum_j q_j = 1)
+        lse, expected = km_ops.non_target_softmax_statistics(scores, labels, mask)
+        target = km_ops.gather_target(scores, labels)
+        cross_entropy = ops.softplus(lse - target)
+        non_target_mean = (ops.sum(scores, axis=-1) - target) / (num_classes - 1)
+        return cross_entropy + (0.5 * self.lam) * (expected - non_target_mean)
 
     def get_config(self):
         config = super().get_config()

@@ -71,11 +71,15 @@ class MaxMarginLoss(MarginLoss):
         self.ldam_margins = (None if self._class_counts is None
                              else ldam_margins(self._class_counts, self.ldam_max_margin))
 
-    def sample_margins(self, labels, scores, mask=None):
-        """The margin ``Delta`` of every sample, shape (batch,), no gradient."""
+    def sample_margins(self, labels, scores, mask=None, other=None):
+        """The margin ``Delta`` of every sample, shape (batch,), no gradient.
+
+        ``other``: the largest non-target score, if the caller has it."""
         scores = ops.stop_gradient(scores)
         target = km_ops.gather_target(scores, labels)
-        other, _ = km_ops.max_non_target(scores, labels, mask)
+        if other is None:
+            other, _ = km_ops.max_non_target(scores, labels, mask)
+        other = ops.stop_gradient(other)
         distance = target - other
         if self.ldam_margins is None:
             delta_neg = ops.cast(self.delta_neg, ops.dtype(scores))
@@ -91,10 +95,13 @@ class MaxMarginLoss(MarginLoss):
 
     def per_sample(self, labels, scores):
         mask = km_ops.target_mask(labels, scores.shape[-1])
+        other, _ = km_ops.max_non_target(ops.stop_gradient(scores), labels, mask)
         target = km_ops.gather_target(scores, labels)
-        target = target - self.sample_margins(labels, scores, mask)
+        target = target - self.sample_margins(labels, scores, mask, other)
+        # One non-target max serves the margin and the log-sum-exp's shift.
         return km_ops.margin_softmax_cross_entropy(
-            labels, scores, target_scores=target, scale=self.scale, mask=mask)
+            labels, scores, target_scores=target, scale=self.scale, mask=mask,
+            non_target_max=other)
 
     def get_config(self):
         config = super().get_config()

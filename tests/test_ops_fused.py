@@ -1,0 +1,139 @@
+"""The single-pass helpers of ``keras_margins.ops`` match their two-pass definitions.
+
+``non_target_softmax_statistics`` (LMSCE) and ``sigmoid_cross_entropy_terms``
+(class-balanced sigmoid/focal, EQLv2) replace a second softmax / log-sigmoid
+pass; the influence-balanced loss uses ``||softmax(x) - e_y||_1 = 2 (1 - p_y)``.
+Each is checked in value and gradient against the direct formula in float64
+numpy, including rows whose target dominates and logits far outside [-1, 1].
+"""
+
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_margins import losses
+from keras_margins import ops as km_ops
+from tests.backend_utils import float64_enabled, value_and_grad
+
+
+def _scores(num_classes, seed, spread=3.0):
+    rng = np.random.default_rng(seed)
+    scores = rng.normal(scale=spread, size=(17, num_classes))
+    labels = rng.integers(0, num_classes, 17).astype("int32")
+    # rows where the target dominates by far (p_y -> 1) and a large negative row
+    scores[0, labels[0]] = 80.0
+    scores[1] = -70.0
+    scores[1, labels[1]] = 40.0
+    scores[2] = 0.0  # exact zeros: the softplus gradient at 0 must be 1/2
+    return scores, labels
+
+
+def _numpy_non_target(scores, labels):
+    masked = scores.copy()
+    masked[np.arange(len(labels)), labels] = -np.inf
+    top = masked.max(-1, keepdims=True)
+    lse = np.log(np.exp(masked - top).sum(-1)) + top[:, 0]
+    q = np.exp(masked - lse[:, None])
+    return lse, np.nansum(np.where(np.isfinite(masked), q * scores, 0.0), -1)
+
+
+@pytest.mark.parametrize("num_classes", [2, 10, 1000])
+def test_non_target_statistics_match_numpy(num_classes):
+    scores, labels = _scores(num_classes, num_classes)
+    lse, expected = km_ops.non_target_softmax_statistics(
+        ops.convert_to_tensor(scores.astype("float32")), ops.convert_to_tensor(labels))
+    want_lse, want_expected = _numpy_non_target(scores, labels)
+    np.testing.assert_allclose(ops.convert_to_numpy(lse), want_lse, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ops.convert_to_numpy(expected), want_expected,
+                               rtol=1e-5, atol=1e-4)
+
+
+def test_cross_entropy_from_non_target_lse_matches_logsumexp():
+    scores, labels = _scores(10, 3)
+    lse, _ = km_ops.non_target_softmax_statistics(ops.convert_to_tensor(scores.astype("float32")),
+                                                  ops.convert_to_tensor(labels))
+    target = scores[np.arange(17), labels]
+    top = scores.max(-1, keepdims=True)
+    want = np.log(np.exp(scores - top).sum(-1)) + top[:, 0] - target
+    got = ops.convert_to_numpy(ops.softplus(lse - ops.convert_to_tensor(target.astype("float32"))))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def _lmsce_two_pass(scores, labels, lam):
+    """The paper's definition, literally: CE + lam/2 sum_{j!=y} (q_j - 1/(C-1)) log q_j."""
+    n, c = scores.shape
+    top = scores.max(-1, keepdims=True)
+    ce = np.log(np.exp(scores - top).sum(-1)) + top[:, 0] - scores[np.arange(n), labels]
+    lse, _ = _numpy_non_target(scores, labels)
+    log_q = scores - lse[:, None]
+    terms = (np.exp(log_q) - 1.0 / (c - 1)) * log_q
+    terms[np.arange(n), labels] = 0.0
+    return ce + 0.5 * lam * terms.sum(-1)
+
+
+@pytest.mark.parametrize("num_classes", [2, 10, 100])
+def test_lmsce_single_pass_equals_two_pass_definition_with_gradient(num_classes):
+    scores, labels = _scores(num_classes, 7 + num_classes, spread=2.0)
+    n = len(labels)
+
+    def mean_two_pass(x):
+        return _lmsce_two_pass(x, labels, 0.3).mean()
+
+    loss = losses.LMSCELoss(lam=0.3)
+    with float64_enabled():
+        value, grad = value_and_grad(lambda z: loss(labels, z), scores, "float64")
+    np.testing.assert_allclose(value, mean_two_pass(scores), rtol=1e-5)
+    # central differences of the literal definition
+    eps = 1e-6
+    numeric = np.zeros_like(scores)
+    for i in range(n):
+        for j in range(num_classes):
+            up, down = scores.copy(), scores.copy()
+            up[i, j] += eps
+            down[i, j] -= eps
+            numeric[i, j] = (mean_two_pass(up) - mean_two_pass(down)) / (2 * eps)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-4, atol=1e-6)
+
+
+def test_sigmoid_terms_match_numpy_in_value_and_gradient():
+    scores, labels = _scores(12, 5, spread=10.0)
+    mask = np.arange(12)[None, :] == labels[:, None]
+    signed = np.where(mask, scores, -scores)
+    want_bce = np.logaddexp(0.0, -signed)
+    want_log_residual = -np.logaddexp(0.0, signed)  # log sigmoid(-signed)
+    bce, residual, log_residual = km_ops.sigmoid_cross_entropy_terms(
+        ops.convert_to_tensor(scores.astype("float32")), ops.convert_to_tensor(mask))
+    np.testing.assert_allclose(ops.convert_to_numpy(bce), want_bce, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(ops.convert_to_numpy(residual), np.exp(want_log_residual),
+                               rtol=1e-5, atol=1e-30)
+    np.testing.assert_allclose(ops.convert_to_numpy(log_residual), want_log_residual,
+                               rtol=1e-5, atol=1e-5)
+    # d bce / d x = sigmoid(x) - e_y, including 1/2 at exactly x = 0 (row 2)
+    _, grad = value_and_grad(
+        lambda z: ops.sum(km_ops.sigmoid_cross_entropy_terms(z, ops.convert_to_tensor(mask))[0]),
+        scores, "float32")
+    want_grad = 1.0 / (1.0 + np.exp(-scores)) - mask
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-5, atol=1e-6)
+    assert np.allclose(grad[2][~mask[2]], 0.5) and np.allclose(grad[2][mask[2]], -0.5)
+
+
+def test_influence_gradient_norm_identity():
+    """IB's ``||softmax(x) - e_y||_1`` equals ``2 (1 - p_y)``: the loss with the
+    identity equals the literal formula (no second softmax)."""
+    scores, labels = _scores(10, 11, spread=2.0)
+    counts = [500, 300, 200, 120, 80, 50, 30, 20, 12, 8]
+    norms = np.abs(np.random.default_rng(0).normal(size=(17, 1))) * 5 + 0.1
+    y_pred = np.concatenate([scores, norms], axis=1)
+    loss = losses.InfluenceBalancedLoss(counts, alpha=1000.0)
+    with float64_enabled():
+        got = ops.convert_to_numpy(loss(labels, ops.convert_to_tensor(y_pred, "float64")))
+    top = scores.max(-1, keepdims=True)
+    p = np.exp(scores - top)
+    p /= p.sum(-1, keepdims=True)
+    one_hot = np.eye(10)[labels]
+    ce = -np.log(p[np.arange(17), labels])
+    weights = 1.0 / np.asarray(counts, float)
+    weights = weights / weights.sum() * 10
+    influence = np.abs(p - one_hot).sum(-1) * norms[:, 0]
+    want = (weights[labels] * ce * 1000.0 / (influence + 0.001)).mean()
+    np.testing.assert_allclose(got, want, rtol=1e-6)
