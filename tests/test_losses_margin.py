@@ -342,6 +342,37 @@ def test_sample_margin_adds_weighted_regulariser(reference):
     np.testing.assert_allclose(g1, gb + 0.5 * gr, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("reduction", ["sum_over_batch_size", "sum", "none"])
+def test_sample_margin_fused_cross_entropy_equals_the_two_losses(reference, reduction):
+    """CE base on logits: the one-pass sum equals base + weight * R_sm (value,
+    gradient, sample weights); a base with another reduction is not fused."""
+    x, labels = inputs(reference, "logits")
+    sample_weight = np.linspace(0.2, 1.7, len(labels)).astype("float32")
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=reduction)
+    fused = km.losses.SampleMarginLoss(ce, weight=0.5, reduction=reduction)
+    assert fused._fuses_cross_entropy()
+    rsm = km.losses.SampleMarginLoss(reduction=reduction)
+
+    def separate(y, z):
+        return (ce(y, z, sample_weight=sample_weight)
+                + 0.5 * rsm(y, z, sample_weight=sample_weight))
+
+    def reduce_sum(loss):
+        return lambda y, z: keras.ops.sum(loss(y, z))
+
+    got = loss_value_and_grad(
+        reduce_sum(lambda y, z: fused(y, z, sample_weight=sample_weight)), labels, x)
+    want = loss_value_and_grad(reduce_sum(separate), labels, x)
+    assert_same(got, want, rtol=1e-5, atol=1e-6)
+    # not fused: different reduction, probabilities, or ignore_class
+    for base, reduction in (
+            (keras.losses.SparseCategoricalCrossentropy(from_logits=True), "sum"),
+            (keras.losses.SparseCategoricalCrossentropy(from_logits=False), "sum_over_batch_size"),
+            (keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=0),
+             "sum_over_batch_size")):
+        assert not km.losses.SampleMarginLoss(base, reduction=reduction)._fuses_cross_entropy()
+
+
 def test_sample_margin_keeps_base_class_weights(reference):
     c, labels = inputs(reference)
     weights = np.asarray(reference["class_lists"][DRW])
