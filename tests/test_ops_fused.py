@@ -115,6 +115,16 @@ def test_sigmoid_terms_match_numpy_in_value_and_gradient():
     want_grad = 1.0 / (1.0 + np.exp(-scores)) - mask
     np.testing.assert_allclose(grad, want_grad, rtol=1e-5, atol=1e-6)
     assert np.allclose(grad[2][~mask[2]], 0.5) and np.allclose(grad[2][mask[2]], -0.5)
+    # the softplus-only form (no residual) gives the same values and gradient
+    plain, none, _ = km_ops.sigmoid_cross_entropy_terms(
+        ops.convert_to_tensor(scores.astype("float32")), ops.convert_to_tensor(mask),
+        with_residual=False)
+    assert none is None
+    np.testing.assert_allclose(ops.convert_to_numpy(plain), want_bce, rtol=1e-5, atol=1e-7)
+    _, plain_grad = value_and_grad(
+        lambda z: ops.sum(km_ops.sigmoid_cross_entropy_terms(
+            z, ops.convert_to_tensor(mask), with_residual=False)[0]), scores, "float32")
+    np.testing.assert_allclose(plain_grad, want_grad, rtol=1e-5, atol=1e-6)
 
 
 def test_influence_gradient_norm_identity():

@@ -75,11 +75,12 @@ class ClassBalancedLoss(MarginLoss):
             return weights * km_ops.margin_softmax_cross_entropy(labels, scores)
         mask = km_ops.target_mask(labels, num_classes)
         # BCE = -log sigmoid(sign * x) and 1 - p_t from one exp and one log1p per element.
+        focal = self.loss_type == "focal" and self.gamma != 0.0
         terms, one_minus_pt, log_one_minus_pt = km_ops.sigmoid_cross_entropy_terms(
-            scores, mask)
-        if self.loss_type == "focal" and self.gamma == 1.0:
+            scores, mask, with_residual=focal)
+        if focal and self.gamma == 1.0:
             terms = terms * one_minus_pt
-        elif self.loss_type == "focal" and self.gamma != 0.0:
+        elif focal:
             # exp(gamma * log(1 - p_t)), not power(): finite gradient where 1 - p_t = 0
             terms = terms * ops.exp(self.gamma * log_one_minus_pt)
         return weights * ops.sum(terms, axis=-1)
