@@ -20,15 +20,19 @@ def long_tail_counts(num_classes, max_count=5000, imbalance_ratio=100.0):
         .astype("int64").tolist()
 
 
-def constructors():
-    """``{name: f(counts) -> (loss, extra_columns)}`` for every known loss.
+def constructors(losses_module=None):
+    """``{name: (f(counts) -> loss, extra_columns)}`` for every known loss.
 
     ``extra_columns`` is 1 for losses whose ``y_pred`` carries an extra column
-    (InfluenceBalancedLoss: ``concat([logits, ||h||_1])``).
+    (InfluenceBalancedLoss: ``concat([logits, ||h||_1])``). ``losses_module``:
+    build from another ``keras_margins.losses`` (``compare_revisions.py``
+    passes an older checkout's); default the installed one.
     """
     import keras
 
-    from keras_margins import losses as L
+    if losses_module is None:
+        from keras_margins import losses as losses_module
+    L = losses_module
 
     ce = lambda: keras.losses.SparseCategoricalCrossentropy(from_logits=True)  # noqa: E731
     table = {

@@ -237,6 +237,7 @@ def sigmoid_cross_entropy_terms(scores, mask, with_residual=True):
     ``exp`` before: 2-3x faster on XLA). The two branches are selected with
     ``where`` on ``u >= 0``, so the gradient at ``u = 0`` is the true
     ``-1/2`` on every backend (not a backend-specific subgradient of ``|u|``).
+    Used by the class-balanced focal loss, where both terms carry gradient.
     Returns ``(bce, one_minus_pt, log_one_minus_pt)``, each (batch, classes);
     under ``jit`` the unused ones cost nothing.
 

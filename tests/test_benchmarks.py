@@ -58,3 +58,19 @@ def test_train_step_reports_throughput_loss_share_and_backend_value(tmp_path):
     assert 0 < values["CrossEntropy"] < 50 and 0 < values["LDAMLoss"] < 100
     assert backend["pipeline"]["images_per_s"] > 0
     assert "loss alone, extra / CE step" in table and "| LDAMLoss |" in table
+
+
+def test_compare_revisions_times_two_checkouts_side_by_side(tmp_path):
+    """Against itself (--before = this checkout): both columns filled, same losses."""
+    out = tmp_path / "compare.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "compare_revisions.py"), "--before",
+         str(ROOT), "--backends", BACKEND, "--losses", "LMSCELoss", "--classes", "10",
+         "--repeats", "1", "--min-time", "0.001", "--batch-size", "8", "--out", str(out)],
+        cwd=tmp_path, env=dict(os.environ, KERAS_BACKEND=BACKEND), capture_output=True,
+        text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (row,) = json.loads(out.read_text())
+    assert row["loss"] == "LMSCELoss" and row["classes"] == 10 and row["backend"] == BACKEND
+    assert row["before"] > 0 and row["after"] > 0
+    assert "| LMSCELoss | 10 |" in proc.stdout

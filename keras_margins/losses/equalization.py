@@ -206,10 +206,13 @@ class EqualizationLossV2(MarginLoss):
         mask = km_ops.target_mask(labels, scores.shape[-1])
         positive_weights, negative_weights = self.class_weights_from_statistics(dtype)
         weights = ops.where(mask, positive_weights[None, :], negative_weights[None, :])
-        # BCE = -log sigmoid(sign * x) and |sigmoid(x) - e_y| = 1 - p_t in one pass.
-        bce, one_minus_pt, _ = km_ops.sigmoid_cross_entropy_terms(scores, mask)
-        losses = ops.sum(weights * bce, axis=-1)
-        magnitudes = ops.stop_gradient(one_minus_pt * weights)
+        # sign = +1 on the target: BCE = softplus(-sign*x), |p - t| = sigmoid(-sign*x).
+        # The magnitudes need no gradient, so the BCE keeps the single fused
+        # softplus (its backward is the cheapest) and, outside a Keras trainer
+        # under jit, the unused magnitudes cost nothing.
+        signed = ops.where(mask, scores, -scores)
+        losses = ops.sum(weights * ops.softplus(-signed), axis=-1)
+        magnitudes = ops.stop_gradient(ops.sigmoid(-signed) * weights)
         # Positive statistics: one value per sample, summed per class (a (batch,)
         # scatter, not a second (batch, classes) column reduction).
         num_classes = scores.shape[-1]
