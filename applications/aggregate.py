@@ -18,7 +18,7 @@ import json
 import pathlib
 import sys
 
-__all__ = ["collect_runs", "aggregate_runs", "main"]
+__all__ = ["collect_runs", "run_label", "aggregate_runs", "main"]
 
 KEYS = ("top1", "many", "medium", "few", "balanced_accuracy")
 
@@ -42,6 +42,18 @@ def _setting(config):
             config.get("model"), config.get("backend"))
 
 
+def run_label(config):
+    """The row name: the recipe, plus any ``--loss-arg`` overrides, a non-default
+    zero-centroid weight and the ``--tag``, so variants of a recipe stay apart."""
+    extras = [f"{key}={value}" for key, value in sorted(config.get("loss_args", {}).items())]
+    weight = config.get("zero_centroid_weight")
+    if weight is not None and weight != 1.0:
+        extras.append(f"zc={weight:g}")
+    if config.get("tag"):
+        extras.append(str(config["tag"]))
+    return config["recipe"] + (f" [{', '.join(extras)}]" if extras else "")
+
+
 def aggregate_runs(runs, columns=("many", "medium", "few", "all"), digits=1):
     """``{setting: (markdown table, {recipe: aggregate})}``; recipes keep the
     order of first appearance with ``ce`` first."""
@@ -49,7 +61,7 @@ def aggregate_runs(runs, columns=("many", "medium", "few", "all"), digits=1):
     groups = {}
     for config, report in runs:
         scalars = {k: report.get(k) for k in KEYS}
-        groups.setdefault(_setting(config), {}).setdefault(config["recipe"], {})[
+        groups.setdefault(_setting(config), {}).setdefault(run_label(config), {})[
             config["seed"]] = scalars
     tables = {}
     for setting, recipes in groups.items():

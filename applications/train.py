@@ -187,7 +187,9 @@ def _run_folder(args, data, recipe_name, seed):
         group += "-smoke"
     if args.tag:
         group += f"-{args.tag}"
-    return args.results_dir / group / recipe_name / f"seed{seed}"
+    # --loss-arg variants of a recipe get their own folder (a sweep must not overwrite)
+    variant = "".join(f"-{key}{value}" for key, value in sorted(dict(args.loss_arg).items()))
+    return args.results_dir / group / f"{recipe_name}{variant}" / f"seed{seed}"
 
 
 def load_data(args, batch_size, seed):
@@ -277,6 +279,7 @@ def run_recipe(args, recipe_name, seed):
         "schedule": schedule_kwargs,
         "stage": recipe.stage, "stage_epoch": recipe.stage_epoch(args.epochs, args.smoke),
         "zero_centroid_weight": args.zero_centroid_weight if recipe.zero_centroid else None,
+        "loss_args": dict(args.loss_arg), "tag": args.tag,
         "backend": keras.backend.backend(), "keras_version": keras.__version__,
         "smoke": args.smoke, "max_steps": args.max_steps, "argv": sys.argv[1:],
     }

@@ -260,3 +260,24 @@ def test_cli_smoke_two_recipes_on_fashion_mnist_then_aggregate(datasets_dir, tmp
     table = output.read_text()
     assert "| ce (n=1)" in table and "| ldam-drw (n=1)" in table and "±" in table
     assert aggregate_main([str(tmp_path)]) == 1      # smoke runs are excluded by default
+
+
+def test_aggregate_keeps_recipe_variants_apart():
+    """--loss-arg sweeps, zero-centroid weights and tags are separate rows; a
+    plain run keeps the recipe name (older configs have no loss_args)."""
+    from applications.aggregate import aggregate_runs, run_label
+    base = {"dataset": "d", "imbalance_ratio": 100.0, "profile": "exp", "epochs": 6,
+            "model": "m", "backend": "jax"}
+    assert run_label({**base, "recipe": "ce"}) == "ce"
+    assert run_label({**base, "recipe": "lm-softmax-zc", "loss_args": {"scale": 16},
+                      "zero_centroid_weight": 0.5, "tag": "sweep"}) == \
+        "lm-softmax-zc [scale=16, zc=0.5, sweep]"
+    assert run_label({**base, "recipe": "lm-softmax-zc", "zero_centroid_weight": 1.0}) == \
+        "lm-softmax-zc"
+    report = {"top1": 0.5, "many": 0.6, "medium": 0.4, "few": None, "balanced_accuracy": 0.5}
+    runs = [({**base, "recipe": "lm-softmax", "seed": 0, "loss_args": {"scale": s}}, report)
+            for s in (5, 16)] + [({**base, "recipe": "ce", "seed": 0}, report)]
+    ((table, aggregates),) = aggregate_runs(runs).values()
+    assert set(aggregates) == {"ce", "lm-softmax [scale=5]", "lm-softmax [scale=16]"}
+    assert list(aggregates)[0] == "ce"
+    assert "lm-softmax [scale=16] (n=1)" in table and "lm-softmax [scale=5] (n=1)" in table
