@@ -43,7 +43,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_margins.ops import check_scores, sparse_labels, target_mask
+from keras_margins.ops import check_scores, sparse_labels, target_mask, valid_labels
 from keras_margins.priors import validate_class_counts, validate_non_negative
 
 __all__ = [
@@ -138,7 +138,7 @@ class _ClassCountsMetric(keras.metrics.Metric):
         weights = _sample_weights(sample_weight, labels)
         weighted = mask * ops.expand_dims(weights, -1)
         hits = ops.cast(predicted == labels, "float32")
-        valid = ops.logical_and(labels >= 0, labels < self.num_classes)
+        valid = valid_labels(labels, self.num_classes)
         self.total.assign_add(ops.sum(weighted, axis=0))
         self.correct.assign_add(ops.sum(weighted * ops.expand_dims(hits, -1), axis=0))
         self.invalid.assign_add(ops.sum(1.0 - ops.cast(valid, "float32")))
@@ -358,8 +358,7 @@ class ExpectedCalibrationError(keras.metrics.Metric):
                         == ops.arange(self.num_bins, dtype="int32")[None, :], "float32")
         weights = _sample_weights(sample_weight, labels)
         bins = bins * ops.expand_dims(weights, -1)
-        valid = ops.logical_and(labels >= 0, labels < num_classes) if num_classes \
-            else labels >= 0
+        valid = valid_labels(labels, num_classes or None)
         self.bin_count.assign_add(ops.sum(bins, axis=0))
         self.bin_confidence.assign_add(ops.sum(bins * ops.expand_dims(confidence, -1), axis=0))
         self.bin_correct.assign_add(ops.sum(bins * ops.expand_dims(hits, -1), axis=0))

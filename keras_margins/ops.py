@@ -27,6 +27,7 @@ __all__ = [
     "margin_softmax_cross_entropy",
     "non_target_softmax_statistics",
     "sigmoid_cross_entropy_terms",
+    "valid_labels",
     "nan_for_invalid_labels",
     "safe_arccos",
 ]
@@ -256,9 +257,16 @@ def sigmoid_cross_entropy_terms(scores, mask, with_residual=True):
     return bce, one_minus_pt, -(bce + signed)
 
 
+def valid_labels(labels, num_classes=None):
+    """Boolean (batch,): label in ``[0, num_classes)`` (only ``>= 0`` when C is unknown)."""
+    if num_classes is None:
+        return labels >= 0
+    return ops.logical_and(labels >= 0, labels < num_classes)
+
+
 def nan_for_invalid_labels(losses, labels, num_classes):
     """NaN where a label is outside ``[0, num_classes)`` (the jit-mode contract)."""
-    valid = ops.logical_and(labels >= 0, labels < num_classes)
+    valid = valid_labels(labels, num_classes)
     return ops.where(valid, losses, ops.cast(np.nan, ops.dtype(losses)))
 
 

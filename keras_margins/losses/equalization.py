@@ -216,7 +216,7 @@ class EqualizationLossV2(MarginLoss):
         # Positive statistics: one value per sample, summed per class (a (batch,)
         # scatter, not a second (batch, classes) column reduction).
         num_classes = scores.shape[-1]
-        valid = ops.logical_and(labels >= 0, labels < num_classes)  # jit: bad labels add 0
+        valid = km_ops.valid_labels(labels, num_classes)  # jit: bad labels add 0
         target_magnitudes = ops.where(valid, km_ops.gather_target(magnitudes, labels),
                                       ops.zeros_like(magnitudes[:, 0]))
         positive = ops.segment_sum(target_magnitudes,
