@@ -18,7 +18,8 @@ import json
 import pathlib
 import sys
 
-__all__ = ["collect_runs", "run_label", "aggregate_runs", "main"]
+__all__ = ["collect_runs", "run_label", "aggregate_runs", "format_tables", "paper_table",
+           "main"]
 
 KEYS = ("top1", "many", "medium", "few", "balanced_accuracy")
 
@@ -104,6 +105,18 @@ def main(argv=None):
               file=sys.stderr)
         return 1
     tables = aggregate_runs(runs, tuple(args.columns), args.digits)
+    output, dump = format_tables(tables)
+    print(output)
+    if args.output:
+        args.output.write_text(output + "\n")
+    if args.json:
+        args.json.write_text(json.dumps(dump, indent=2))
+    return 0
+
+
+def format_tables(tables):
+    """``(markdown, json_dump)`` of ``aggregate_runs``' tables: a heading per
+    setting, its table and each method's top-1 difference to CE."""
     text, dump = [], {}
     for setting, (table, aggregates) in tables.items():
         dataset, ratio, profile, epochs, model, backend = setting
@@ -117,15 +130,32 @@ def main(argv=None):
                       and _mean(a.get("top1")) is not None]
             if deltas:
                 text.append("\nTop-1 vs CE (points): " + ", ".join(deltas))
+        if (dataset, ratio, profile) == ("cifar10-lt", 100, "exp"):
+            text += ["", paper_table(aggregates, epochs)]
         text.append("")
         dump[" / ".join(map(str, setting))] = aggregates
-    output = "\n".join(text)
-    print(output)
-    if args.output:
-        args.output.write_text(output + "\n")
-    if args.json:
-        args.json.write_text(json.dumps(dump, indent=2))
-    return 0
+    return "\n".join(text), dump
+
+
+def paper_table(aggregates, epochs):
+    """Markdown: each recipe's top-1 and gain over CE beside the published
+    200-epoch numbers (``applications.recipes.PAPER_CIFAR10_LT``)."""
+    from applications.recipes import PAPER_CIFAR10_LT
+    base = _mean(aggregates.get("ce", {}).get("top1"))
+    paper_base = PAPER_CIFAR10_LT["ce"][0]
+    lines = [f"| Recipe | Top-1 % ({epochs} epochs) | Gain over CE | Paper top-1 % (200 "
+             f"epochs) | Paper gain over CE | Paper |", "|:--|--:|--:|--:|--:|:--|"]
+    for name, aggregate in aggregates.items():
+        top1 = _mean(aggregate.get("top1"))
+        ours = "–" if top1 is None else f"{100 * top1:.1f}"
+        gain = ("–" if top1 is None or base is None or name == "ce"
+                else f"{100 * (top1 - base):+.1f}")
+        paper, source = PAPER_CIFAR10_LT.get(name.split(" [")[0], (None, "–"))
+        paper_text = "–" if paper is None else f"{paper:.1f}"
+        paper_gain = ("–" if paper is None or name == "ce"
+                      else f"{paper - paper_base:+.1f}")
+        lines.append(f"| {name} | {ours} | {gain} | {paper_text} | {paper_gain} | {source} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

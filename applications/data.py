@@ -1,7 +1,11 @@
 """Long-tailed data for the applications: a thin layer over ``keras_margins.data``.
 
-``load_dataset(name, ...)`` returns ``tf.data`` pipelines (``LongTailedData``)
-that feed ``model.fit`` on every Keras backend:
+``load_dataset(name, ..., pipeline=...)`` returns the training and test batch
+sources (``LongTailedData``) that feed ``model.fit`` on every Keras backend:
+``tf.data`` pipelines, or ``keras.utils.PyDataset`` batch sources built with
+NumPy and Pillow only (``pipeline="numpy"``, for machines without TensorFlow;
+``"auto"`` picks tf.data when TensorFlow imports). Both select the same images
+and apply the same augmentation recipe:
 
 * ``fashion-mnist-lt``: ``keras_margins.data.fashion_mnist_lt`` on the IDX
   files in ``<data_dir>/fashion-mnist`` (../shared/datasets), 28x28x1,
@@ -29,9 +33,10 @@ import numpy as np
 
 from keras_margins import data as km_data
 
-__all__ = ["LongTailedData", "load_dataset", "DATASETS", "default_data_dir"]
+__all__ = ["LongTailedData", "load_dataset", "DATASETS", "PIPELINES", "default_data_dir"]
 
 DATASETS = ("fashion-mnist-lt", "cifar10-lt", "digits-lt")
+PIPELINES = ("auto", "numpy", "tfdata")
 IMG_MAX = {"fashion-mnist-lt": 6000, "cifar10-lt": 5000, "digits-lt": 87}
 # Per-channel statistics of the Fashion-MNIST training set.
 FASHION_MNIST_MEAN = (0.2860,)
@@ -53,10 +58,28 @@ def default_data_dir():
 class LongTailedData:
     """The pipelines of one long-tailed dataset and what the builder reported."""
     name: str
-    train: object                     # tf.data.Dataset of (images, labels) batches
+    train: object                     # tf.data.Dataset or PyDataset of (images, labels) batches
     test: object                      # idem, balanced, not shuffled
     info: km_data.LongTailInfo
     details: dict = dataclasses.field(default_factory=dict)
+    pipeline: str = "tfdata"          # "tfdata" or "numpy"
+
+    def train_batches(self, max_steps=None):
+        """The training source, capped at ``max_steps`` batches an epoch."""
+        return self.train.take(max_steps) if max_steps else self.train
+
+    @staticmethod
+    def steps(source):
+        """Batches an epoch of a tf.data pipeline or a PyDataset."""
+        return int(source.cardinality()) if hasattr(source, "cardinality") else len(source)
+
+    def test_batches(self):
+        """Iterates the test set once as NumPy ``(images, labels)`` batches."""
+        if self.pipeline == "tfdata":
+            yield from self.test.as_numpy_iterator()
+        else:
+            for index in range(len(self.test)):
+                yield self.test[index]
 
     @property
     def class_names(self):
@@ -111,7 +134,8 @@ def _digits_lt(class_counts, **kwargs):
 
 
 def load_dataset(name, data_dir=None, imbalance_ratio=100.0, profile="exp", seed=0,
-                 max_per_class=None, train_fraction=None, batch_size=128, shuffle_seed=None):
+                 max_per_class=None, train_fraction=None, batch_size=128, shuffle_seed=None,
+                 pipeline="auto"):
     """Builds the long-tailed training pipeline and its balanced test pipeline.
 
     Args:
@@ -127,6 +151,8 @@ def load_dataset(name, data_dir=None, imbalance_ratio=100.0, profile="exp", seed
             stays long-tailed). ``class_counts`` are always the actual counts.
         batch_size: batch size of both pipelines.
         shuffle_seed: seed of shuffling and augmentation (default ``seed``).
+        pipeline: ``"tfdata"``, ``"numpy"`` or ``"auto"`` (tf.data when TensorFlow
+            imports, else numpy; ``keras_margins.data.resolve_pipeline``).
     """
     if name not in DATASETS:
         raise ValueError(f"`dataset` must be one of {DATASETS}, received {name!r}.")
@@ -138,8 +164,12 @@ def load_dataset(name, data_dir=None, imbalance_ratio=100.0, profile="exp", seed
                          + (" (<= 87; 10 is usual)." if name == "digits-lt" else "."))
     selected = counts if not train_fraction else [int(np.ceil(train_fraction * n))
                                                   for n in counts]
+    if pipeline not in PIPELINES:
+        raise ValueError(f"`pipeline` must be one of {PIPELINES}, received {pipeline!r}.")
+    pipeline = km_data.resolve_pipeline(pipeline)
     kwargs = dict(class_counts=selected, seed=seed, batch_size=batch_size,
-                  shuffle_seed=shuffle_seed, max_test_per_class=max_per_class)
+                  shuffle_seed=shuffle_seed, max_test_per_class=max_per_class,
+                  pipeline=pipeline)
     if name == "fashion-mnist-lt":
         folder = _require(data_dir / "fashion-mnist", "Fashion-MNIST IDX files")
         train, test, info = km_data.fashion_mnist_lt(
@@ -151,4 +181,4 @@ def load_dataset(name, data_dir=None, imbalance_ratio=100.0, profile="exp", seed
         train, test, info = _digits_lt(**kwargs)
     return LongTailedData(name, train, test, info, details={
         "profile_counts": counts, "imbalance_ratio": imbalance_ratio, "profile": profile,
-        "data_dir": str(data_dir)})
+        "data_dir": str(data_dir)}, pipeline=pipeline)

@@ -26,6 +26,9 @@ def parse_args(argv=None):
                              "--data-dir with the CIFAR-10 JPEG tar.gz or train/test folders)")
     parser.add_argument("--data-dir", default=None,
                         help="cifar10-lt: folder holding cifar10-jpeg.tar.gz or train/ and test/")
+    parser.add_argument("--pipeline", default="auto", choices=["auto", "numpy", "tfdata"],
+                        help="cifar10-lt input pipeline: tfdata, numpy (PyDataset, no "
+                             "TensorFlow needed) or auto (tfdata when TensorFlow imports)")
     parser.add_argument("--imbalance-ratio", type=float, default=None,
                         help="max/min class count (default 10 for digits, 100 for CIFAR)")
     parser.add_argument("--epochs", type=int, default=None,
@@ -66,8 +69,9 @@ def build_model(input_shape, num_classes, cosine, seed):
     inputs = keras.Input(input_shape)
     x = inputs
     if len(input_shape) == 3:
-        for filters in (32, 64):
-            x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
+        for filters in (32, 64):   # conv-BN-ReLU: a scale-30 cosine head needs it
+            x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+            x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
             x = keras.layers.MaxPooling2D()(x)
         x = keras.layers.GlobalAveragePooling2D()(x)
     x = keras.layers.Dense(64, activation="relu")(x)
@@ -91,7 +95,8 @@ def main(argv=None):
         train_data, test_data = (x, y), (x_test, y_test)
     else:
         ratio = args.imbalance_ratio or 100.0
-        train_data, test_data, counts = load_cifar10_lt(args.data_dir, ratio, args.seed)
+        train_data, test_data, counts = load_cifar10_lt(args.data_dir, ratio, args.seed,
+                                                        args.pipeline)
         epochs, batch_size = args.epochs or 10, args.batch_size or 128
     drw_epoch = km.schedules.scaled_epochs(epochs, 160)
     print(f"{args.dataset}: ratio {ratio:g}, training counts {counts}, "
@@ -109,13 +114,18 @@ def main(argv=None):
         else:
             loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
             callbacks = []
-        model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), loss=loss)
+        steps = (-(-len(train_data[0]) // batch_size) if isinstance(train_data, tuple)
+                 else len(train_data))
+        # Ten-fold learning-rate decay when DRW starts, as the papers' schedules do.
+        learning_rate = keras.optimizers.schedules.PiecewiseConstantDecay(
+            [drw_epoch * steps], [0.05, 0.005])
+        model.compile(optimizer=keras.optimizers.SGD(learning_rate, momentum=0.9), loss=loss)
         start = time.time()
         if isinstance(train_data, tuple):
             model.fit(*train_data, epochs=epochs, batch_size=batch_size, verbose=0,
                       shuffle=True, callbacks=callbacks)
         else:
-            # tf.data pipelines shuffle themselves.
+            # tf.data pipelines and PyDatasets shuffle themselves.
             model.fit(train_data, epochs=epochs, verbose=2, callbacks=callbacks, shuffle=False)
         results[name] = km.evaluate_long_tailed(model, test_data, counts)
         results[name]["seconds"] = time.time() - start
@@ -127,13 +137,13 @@ def main(argv=None):
     return results
 
 
-def load_cifar10_lt(data_dir, ratio, seed):
+def load_cifar10_lt(data_dir, ratio, seed, pipeline="auto"):
     """CIFAR-10-LT via keras_margins.data (tfds, or a local JPEG copy)."""
     from keras_margins import data
     # A local folder (or the JPEG archive) when given; otherwise tensorflow-datasets.
     source = {"folder": data_dir} if data_dir else {}
     train, test, info = data.cifar10_lt(imbalance_ratio=ratio, seed=seed, batch_size=128,
-                                        **source)
+                                        pipeline=data.resolve_pipeline(pipeline), **source)
     return train, test, list(info.class_counts)
 
 

@@ -84,6 +84,10 @@ def build_parser():
                       help="largest/smallest class size (default 100; 10 for digits-lt)")
     data.add_argument("--profile", choices=["exp", "step"], default="exp",
                       help="long-tailed profile (default exp)")
+    data.add_argument("--pipeline", choices=["auto", "numpy", "tfdata"], default="auto",
+                      help="input pipeline: tfdata (tf.data), numpy (keras.utils.PyDataset "
+                           "with NumPy/Pillow, no TensorFlow needed) or auto (tfdata when "
+                           "TensorFlow imports, else numpy; default)")
     data.add_argument("--subset-seed", type=int, default=0,
                       help="seed of the long-tailed subset selection (0 = the LDAM-DRW "
                            "code's subset); kept fixed across training seeds")
@@ -193,25 +197,25 @@ def _run_folder(args, data, recipe_name, seed):
 
 
 def load_data(args, batch_size, seed):
-    """The run's tf.data pipelines: the subset is fixed by ``--subset-seed``,
+    """The run's batch sources (``--pipeline``): the subset is fixed by ``--subset-seed``,
     shuffling and augmentation follow the training ``seed``."""
     from applications.data import load_dataset
     return load_dataset(args.dataset, args.data_dir, args.imbalance_ratio, args.profile,
                         seed=args.subset_seed, max_per_class=64 if args.smoke else None,
                         train_fraction=(0.025 if args.smoke and args.dataset != "digits-lt"
                                         else None),
-                        batch_size=batch_size, shuffle_seed=seed)
+                        batch_size=batch_size, shuffle_seed=seed, pipeline=args.pipeline)
 
 
-def predict_test_set(model, logits_layer, test):
-    """One pass over the test pipeline: logits (report, plots), penultimate
+def predict_test_set(model, logits_layer, data):
+    """One pass over the test set: logits (report, plots), penultimate
     features (embedding) and labels."""
     import keras
     import numpy as np
     both = keras.Model(model.inputs, [model.get_layer(logits_layer).output,
                                       model.get_layer("features").output])
     logits, features, labels = [], [], []
-    for x, y in test.as_numpy_iterator():
+    for x, y in data.test_batches():
         batch_logits, batch_features = both.predict_on_batch(x)
         logits.append(np.asarray(batch_logits))
         features.append(np.asarray(batch_features))
@@ -251,8 +255,8 @@ def run_recipe(args, recipe_name, seed):
     counts = list(data.class_counts)
     loss = recipe.build_loss(counts, dict(args.loss_arg))
     model, model_name = build_model(args, data, recipe, seed)
-    train_data = data.train.take(args.max_steps) if args.max_steps else data.train
-    steps_per_epoch = int(train_data.cardinality())
+    train_data = data.train_batches(args.max_steps)
+    steps_per_epoch = data.steps(train_data)
     schedule_kwargs = resolve_schedule(recipe, args.epochs)
     schedule = WarmupStepDecay(args.lr, steps_per_epoch=steps_per_epoch, **schedule_kwargs)
     optimizer = CoupledSGD(schedule, momentum=args.momentum,
@@ -268,7 +272,8 @@ def run_recipe(args, recipe_name, seed):
         "recipe": recipe.name, "description": recipe.description,
         "reference": recipe.reference, "dataset": data.name, "seed": seed,
         "subset_seed": args.subset_seed, "imbalance_ratio": args.imbalance_ratio,
-        "profile": args.profile, "class_counts": counts, "class_names": data.class_names,
+        "profile": args.profile, "pipeline": data.pipeline, "class_counts": counts,
+        "class_names": data.class_names,
         "num_train": data.num_train, "num_test": data.num_test,
         "model": model_name, "head": recipe.head,
         "trainable_parameters": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
@@ -301,7 +306,7 @@ def run_recipe(args, recipe_name, seed):
     (folder / "history.json").write_text(json.dumps(history, indent=2))
 
     logits_layer = "dense_logits" if recipe.head == "dense_l1" else "logits"
-    logits, features, test_labels = predict_test_set(model, logits_layer, data.test)
+    logits, features, test_labels = predict_test_set(model, logits_layer, data)
     report = evaluate(model, logits, test_labels, counts)
     (folder / "report.json").write_text(json.dumps(report, indent=2))
     if not args.no_save_model:

@@ -1,16 +1,24 @@
-"""Images/second of the CIFAR-10-LT training pipeline (JPEG folder, CIFAR augmentation,
-batch 128), printed as a Markdown table. A measurement, not a test.
+"""Images/second of the CIFAR-10-LT training input (JPEG copy, CIFAR augmentation,
+batch 128) on both pipelines: tf.data and the NumPy ``keras.utils.PyDataset``.
+A measurement, not a test; the table is generated from the JSON it writes.
 
-    python benchmarks/data_pipeline.py [--root EXTRACTED_CIFAR10_JPEG] [--epochs 3]
+    python benchmarks/data_pipeline.py [--root EXTRACTED_CIFAR10_JPEG] [--epochs 3] \\
+        [--pipelines tfdata numpy] [--out benchmarks/results/data_pipeline.json]
+    python benchmarks/data_pipeline.py --table benchmarks/results/data_pipeline.json
 
 Without --root, ../shared/datasets/cifar10/cifar10-jpeg.tar.gz is extracted to a
-temporary folder (about 2 s). Epoch 1 decodes the JPEG files and fills the
-cache; later epochs read decoded images from the cache and only augment.
+temporary folder (about 2 s). tf.data decodes the JPEG files in epoch 1 and
+fills its cache; the NumPy path decodes every selected image once (threaded
+Pillow) when the dataset is built (reported as "build"), then only augments.
+Batches are produced the way ``model.fit`` consumes them (tf.data: iteration;
+PyDataset: ``batches[i]`` for every index, one thread).
 """
 
 import argparse
+import json
 import os
 import pathlib
+import platform
 import shutil
 import subprocess
 import tempfile
@@ -23,27 +31,70 @@ if os.environ.get("KERAS_BACKEND", "tensorflow") == "torch":
         pass
 
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared"
+SAMPLERS = (("instance-balanced", None), ("class-balanced re-sampling", "class_balanced"))
 
 
-def _images_per_second(dataset):
-    start, count = time.perf_counter(), 0
-    for _, labels in dataset:
-        count += int(labels.shape[0])
-    return count, count / (time.perf_counter() - start)
+def _batches(source, pipeline):
+    if pipeline == "tfdata":
+        yield from source
+    else:
+        for index in range(len(source)):
+            yield source[index]
+        source.on_epoch_end()
 
 
-def main():
+def measure(root, pipeline, epochs, batch_size):
+    """Rows ``{pipeline, sampler, epoch, images, images_per_s}`` (epoch 0 = build)."""
+    from keras_margins import data
+    rows = []
+    for label, sampler in SAMPLERS:
+        start = time.perf_counter()
+        train, _, info = data.image_folder_lt(root, 100, batch_size=batch_size,
+                                              sampler=sampler, pipeline=pipeline)
+        rows.append({"pipeline": pipeline, "sampler": label, "epoch": "build",
+                     "seconds": time.perf_counter() - start})
+        for epoch in range(1, epochs + 1):
+            start, count = time.perf_counter(), 0
+            for _, labels in _batches(train, pipeline):
+                count += int(labels.shape[0])
+            seconds = time.perf_counter() - start
+            rows.append({"pipeline": pipeline, "sampler": label, "epoch": epoch,
+                         "images": count, "seconds": seconds, "images_per_s": count / seconds})
+    return rows, info.train_size
+
+
+def table(report):
+    """The Markdown table of a report written by ``main``."""
+    lines = [f"CIFAR-10-LT ratio 100 ({report['train_size']} images), pad 4 + random crop + "
+             f"flip + normalise, batch {report['batch_size']}; {report['machine']}", "",
+             "| pipeline | sampling | build (s) | epoch 1 images/s | later epochs images/s |",
+             "|:--|:--|--:|--:|--:|"]
+    groups = {}
+    for row in report["rows"]:
+        groups.setdefault((row["pipeline"], row["sampler"]), []).append(row)
+    for (pipeline, sampler), rows in groups.items():
+        build = next(r["seconds"] for r in rows if r["epoch"] == "build")
+        epochs = [r["images_per_s"] for r in rows if r["epoch"] != "build"]
+        later = " / ".join(f"{rate:,.0f}" for rate in epochs[1:]) or "–"
+        lines.append(f"| {pipeline} | {sampler} | {build:.1f} | {epochs[0]:,.0f} | {later} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", help="extracted CIFAR-10 JPEG folder (train/, test/)")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=128)
-    args = parser.parse_args()
+    parser.add_argument("--pipelines", nargs="+", default=["tfdata", "numpy"],
+                        choices=["tfdata", "numpy"])
+    parser.add_argument("--out", default="data_pipeline.json", help="JSON report")
+    parser.add_argument("--table", help="print the table of an existing JSON report")
+    args = parser.parse_args(argv)
+    if args.table:
+        print(table(json.loads(pathlib.Path(args.table).read_text())))
+        return
 
     import keras
-    import tensorflow as tf
-
-    from keras_margins import data
-
     tmp = None
     root = args.root
     if root is None:
@@ -53,25 +104,17 @@ def main():
         root = tmp
     try:
         rows = []
-        for label, kwargs in [("instance-balanced (cache)", {}),
-                              ("class-balanced re-sampling (no cache)",
-                               {"sampler": "class_balanced"})]:
-            train_ds, _, info = data.image_folder_lt(root, 100, batch_size=args.batch_size,
-                                                     **kwargs)
-            for epoch in range(1, args.epochs + 1):
-                count, rate = _images_per_second(train_ds)
-                rows.append((label, epoch, count, rate))
-        print(f"CIFAR-10-LT (ratio 100, {info.train_size} images), pad-4 + random crop + flip "
-              f"+ normalise, batch {args.batch_size}; Keras {keras.__version__} "
-              f"({keras.backend.backend()}), TensorFlow {tf.__version__}, "
-              f"{os.cpu_count()} CPU cores\n")
-        print("| pipeline | epoch | images | images/s |")
-        print("|---|---:|---:|---:|")
-        for label, epoch, count, rate in rows:
-            print(f"| {label} | {epoch} | {count} | {rate:,.0f} |")
+        for pipeline in args.pipelines:
+            measured, train_size = measure(root, pipeline, args.epochs, args.batch_size)
+            rows += measured
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
+    report = {"train_size": train_size, "batch_size": args.batch_size, "rows": rows,
+              "machine": f"{os.cpu_count()} CPU cores ({platform.processor() or 'cpu'}), "
+                         f"Keras {keras.__version__} ({keras.backend.backend()})"}
+    pathlib.Path(args.out).write_text(json.dumps(report, indent=1))
+    print(table(report))
 
 
 if __name__ == "__main__":

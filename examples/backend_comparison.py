@@ -37,7 +37,7 @@ def train(args):
     import keras_margins as km
 
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-    from applications.data import load_dataset  # tf.data pipelines, on every backend
+    from applications.data import load_dataset  # tf.data or PyDataset, on every backend
 
     data = load_dataset("fashion-mnist-lt", args.data_dir, imbalance_ratio=100,
                         max_per_class=50 if args.smoke else None)
@@ -46,15 +46,19 @@ def train(args):
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((28, 28, 1))
-    h = keras.layers.Conv2D(32, 3, activation="relu")(inputs)
-    h = keras.layers.MaxPooling2D()(h)
-    h = keras.layers.Conv2D(64, 3, activation="relu")(h)
+    h = inputs
+    for filters in (32, 64):   # conv-BN-ReLU: the scale-30 cosine head needs normalisation
+        h = keras.layers.Conv2D(filters, 3, use_bias=False)(h)
+        h = keras.layers.ReLU()(keras.layers.BatchNormalization()(h))
+        h = keras.layers.MaxPooling2D()(h) if filters == 32 else h
     h = keras.layers.GlobalAveragePooling2D()(h)
     model = keras.Model(inputs, km.layers.CosineDense(10)(h))
-    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
+    drw_epoch = km.schedules.scaled_epochs(160, args.epochs)
+    learning_rate = keras.optimizers.schedules.PiecewiseConstantDecay(
+        [drw_epoch * len(train_data)], [0.05, 0.005])     # ten-fold decay with DRW
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate, momentum=0.9),
                   loss=km.losses.LDAMLoss(counts), metrics=["accuracy"])
-    drw = km.callbacks.DeferredReweighting(
-        counts, start_epoch=km.schedules.scaled_epochs(160, args.epochs))
+    drw = km.callbacks.DeferredReweighting(counts, start_epoch=drw_epoch)
     times = []
     timer = keras.callbacks.LambdaCallback(
         on_epoch_begin=lambda epoch, logs: times.append(time.perf_counter()),

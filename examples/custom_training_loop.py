@@ -53,9 +53,13 @@ if args.smoke:
 keras.utils.set_random_seed(0)
 model = keras.Sequential([
     keras.Input((28, 28, 1)),
-    keras.layers.Conv2D(32, 3, activation="relu"),
+    keras.layers.Conv2D(32, 3, use_bias=False),
+    keras.layers.BatchNormalization(),   # a cosine head at scale 30 needs it
+    keras.layers.ReLU(),
     keras.layers.MaxPooling2D(),
-    keras.layers.Conv2D(64, 3, activation="relu"),
+    keras.layers.Conv2D(64, 3, use_bias=False),
+    keras.layers.BatchNormalization(),
+    keras.layers.ReLU(),
     keras.layers.GlobalAveragePooling2D(),
     km.layers.CosineDense(10),
 ])
@@ -123,6 +127,7 @@ train_step = make_train_step()
 for epoch in range(epochs):
     if epoch == drw_epoch:  # DRW: class-balanced weights, then a fresh compiled step
         loss_fn.class_weights = km.priors.class_balanced_weights(counts, beta=0.9999)
+        optimizer.learning_rate = 0.005       # and a ten-fold decay, as in the papers
         train_step = make_train_step()
     order = rng.permutation(len(y_train))
     batches = range(0, len(order), 128)

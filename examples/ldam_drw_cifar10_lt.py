@@ -40,7 +40,8 @@ parser.add_argument("--smoke", action="store_true",
 args = parser.parse_args()
 epochs = 1 if args.smoke else args.epochs
 
-# Data: tf.data pipelines (keras_margins.data.cifar10_lt) over the LDAM-DRW subset
+# Data: tf.data pipelines, or keras.utils.PyDatasets where TensorFlow is not
+# installed (keras_margins.data.cifar10_lt), over the LDAM-DRW subset
 # (seed 0) of the CIFAR-10 JPEG copy, balanced test set; training images are padded
 # by 4, randomly cropped to 32x32 and flipped (keras_margins.data.cifar_transform).
 data = load_dataset("cifar10-lt", args.data_dir, imbalance_ratio=100,
@@ -58,7 +59,7 @@ model = resnet32(num_classes=10, head="cosine", blocks_per_stage=1 if args.smoke
 # momentum 0.9 and weight decay 2e-4 added to the gradient as torch.optim.SGD does.
 drw_epoch, second_decay = km.schedules.scaled_epochs(epochs, [160, 180])
 schedule = km.schedules.WarmupStepDecay(
-    0.1, steps_per_epoch=int(train.cardinality()), warmup_epochs=km.schedules.scaled_epochs(epochs, 5),
+    0.1, steps_per_epoch=len(train), warmup_epochs=km.schedules.scaled_epochs(epochs, 5),
     decay_epochs=(drw_epoch, max(second_decay, drw_epoch + 1)), decay_factors=(0.01, 0.0001))
 model.compile(optimizer=CoupledSGD(schedule, momentum=0.9, coupled_weight_decay=2e-4),
               loss=km.losses.LDAMLoss(counts, max_margin=0.5, scale=30.0),

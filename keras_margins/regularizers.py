@@ -30,7 +30,7 @@ class ZeroCentroid(keras.regularizers.Regularizer):
     model.compile(loss=km.losses.LMSoftmaxLoss(scale=5.0))
     ```
 
-    Reference: Zhou et al., "Learning Towards the Largest Margins", ICML 2022
+    Reference: Zhou et al., "Learning Towards the Largest Margins", ICLR 2022
     (zero-centroid regularisation, Table 2, marked *).
     """
 

@@ -281,3 +281,29 @@ def test_aggregate_keeps_recipe_variants_apart():
     assert set(aggregates) == {"ce", "lm-softmax [scale=5]", "lm-softmax [scale=16]"}
     assert list(aggregates)[0] == "ce"
     assert "lm-softmax [scale=16] (n=1)" in table and "lm-softmax [scale=5] (n=1)" in table
+
+
+def test_aggregate_sets_cifar10_lt_rows_beside_the_papers():
+    """CIFAR-10-LT ratio 100 tables get the published 200-epoch top-1 and gains;
+    other settings do not."""
+    from applications.aggregate import aggregate_runs, format_tables
+    from applications.recipes import PAPER_CIFAR10_LT
+    base = {"dataset": "cifar10-lt", "imbalance_ratio": 100.0, "profile": "exp",
+            "epochs": 30, "model": "resnet32", "backend": "torch"}
+
+    def report(top1):
+        return {"top1": top1, "many": top1, "medium": top1, "few": top1,
+                "balanced_accuracy": top1}
+    runs = [({**base, "recipe": "ce", "seed": 0}, report(0.60)),
+            ({**base, "recipe": "ldam-drw", "seed": 0}, report(0.655)),
+            ({**base, "recipe": "focal", "seed": 0}, report(0.61))]
+    text, _ = format_tables(aggregate_runs(runs))
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in text.splitlines() if line.startswith("| ") and " % " not in line}
+    paper_ldam = PAPER_CIFAR10_LT["ldam-drw"][0]
+    assert rows["ldam-drw"][:4] == ["65.5", "+5.5", f"{paper_ldam:.1f}",
+                                    f"{paper_ldam - PAPER_CIFAR10_LT['ce'][0]:+.1f}"]
+    assert rows["ce"][:4] == ["60.0", "–", "70.4", "–"]
+    assert rows["focal"][2:4] == ["–", "–"]
+    other = [({**config, "dataset": "fashion-mnist-lt"}, rep) for config, rep in runs]
+    assert "Paper top-1" not in format_tables(aggregate_runs(other))[0]

@@ -10,6 +10,7 @@ Python's ``tarfile`` / ``zipfile`` otherwise. (``keras.utils.get_file`` can
 extract too, but re-extracts on every call: minutes for 60,000 files.)
 """
 
+import contextlib
 import os
 import pathlib
 import shutil
@@ -46,27 +47,48 @@ def extract_archive(archive, cache_dir=None):
     target = cache_dir / _stem(archive)
     if (target / _MARKER).exists():
         return target
-    partial = target.with_name(target.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
-        if archive.name.lower().endswith(".zip"):
-            with zipfile.ZipFile(archive) as handle:
-                handle.extractall(partial)
-        elif shutil.which("tar"):
-            subprocess.run(["tar", "xf", str(archive), "-C", str(partial)], check=True,
-                           capture_output=True)
-        else:
-            with tarfile.open(archive) as handle:
-                handle.extractall(partial, filter="data")
-    except (OSError, subprocess.CalledProcessError, tarfile.TarError,
-            zipfile.BadZipFile) as error:
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with _exclusive(cache_dir / f".{target.name}.lock"):
+        if (target / _MARKER).exists():      # extracted by a concurrent process
+            return target
+        partial = target.with_name(target.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
-        raise ValueError(f"could not extract {archive}: {error}") from None
-    (partial / _MARKER).touch()
-    shutil.rmtree(target, ignore_errors=True)
-    partial.rename(target)
+        partial.mkdir(parents=True)
+        try:
+            if archive.name.lower().endswith(".zip"):
+                with zipfile.ZipFile(archive) as handle:
+                    handle.extractall(partial)
+            elif shutil.which("tar"):
+                subprocess.run(["tar", "xf", str(archive), "-C", str(partial)], check=True,
+                               capture_output=True)
+            else:
+                with tarfile.open(archive) as handle:
+                    handle.extractall(partial, filter="data")
+        except (OSError, subprocess.CalledProcessError, tarfile.TarError,
+                zipfile.BadZipFile) as error:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise ValueError(f"could not extract {archive}: {error}") from None
+        (partial / _MARKER).touch()
+        shutil.rmtree(target, ignore_errors=True)
+        partial.rename(target)
     return target
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path):
+    """An exclusive inter-process lock (``fcntl.flock``) so that parallel runs
+    extract an archive once; a no-op where ``fcntl`` does not exist."""
+    try:
+        import fcntl
+    except ImportError:       # Windows: no lock
+        yield
+        return
+    with open(lock_path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def resolve_image_root(root, cache_dir=None):

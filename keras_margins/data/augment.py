@@ -16,13 +16,18 @@ so the same pipeline feeds ``model.fit`` on TensorFlow, JAX and PyTorch.
 - Batch-level MixUp / CutMix from ``keras.layers`` (labels become one-hot).
 
 Every transform maps a ``uint8`` image (H, W, C) to a float32 normalised image.
+TensorFlow is imported when a transform is built; ``numpy_augment`` holds the
+same recipes in NumPy for the TensorFlow-free path.
 """
 
 import numpy as np
 
+from keras_margins.data._imports import import_tensorflow
+
 __all__ = ["CIFAR10_MEAN", "CIFAR10_STD", "CIFAR100_MEAN", "CIFAR100_STD",
            "IMAGENET_MEAN", "IMAGENET_STD", "normalizer", "cifar_transform",
-           "imagenet_transform", "mix_transform", "get_transform"]
+           "imagenet_transform", "mix_transform", "get_transform", "check_mean_std",
+           "select_transform"]
 
 # The values used by LDAM-DRW's and the seeds' training scripts.
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -33,22 +38,30 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def check_mean_std(mean, std):
+    """Per-channel ``(mean, std)`` as float32 arrays (``(None, None)`` without a mean)."""
+    if mean is None:
+        return None, None
+    mean = np.asarray(mean, dtype="float32").reshape(-1)
+    std = np.ones_like(mean) if std is None else np.asarray(std, dtype="float32").reshape(-1)
+    if mean.shape != std.shape or np.any(std <= 0):
+        raise ValueError(f"`mean` and `std` must be per-channel values of the same length "
+                         f"with std > 0, received mean={mean.tolist()}, std={std.tolist()}.")
+    return mean, std
+
+
 def normalizer(mean=None, std=None):
     """``uint8 -> float32``: ``Rescaling(1/255)`` then per-channel ``Normalization``.
 
     With ``mean=None`` only the rescaling to ``[0, 1]`` is applied.
     """
     import keras
-    import tensorflow as tf
+    tf = import_tensorflow("normalizer (a tf.data transform)")
 
     rescale = keras.layers.Rescaling(1.0 / 255.0)
     norm = None
+    mean, std = check_mean_std(mean, std)
     if mean is not None:
-        mean = np.asarray(mean, dtype="float32")
-        std = np.ones_like(mean) if std is None else np.asarray(std, dtype="float32")
-        if mean.shape != std.shape or np.any(std <= 0):
-            raise ValueError(f"`mean` and `std` must be per-channel values of the same length "
-                             f"with std > 0, received mean={mean.tolist()}, std={std}.")
         norm = keras.layers.Normalization(axis=-1, mean=mean, variance=std ** 2)
         norm.build((None, mean.shape[0]))  # eagerly: building inside tf.data is not allowed
 
@@ -65,7 +78,7 @@ def cifar_transform(training=True, mean=CIFAR10_MEAN, std=CIFAR10_STD, size=32, 
     ``training=False`` gives the evaluation transform (normalisation only).
     """
     import keras
-    import tensorflow as tf
+    tf = import_tensorflow("cifar_transform (a tf.data transform)")
 
     normalize = normalizer(mean, std)
     if not training:
@@ -84,7 +97,7 @@ def imagenet_transform(training=True, size=224, resize_size=None, mean=IMAGENET_
                        std=IMAGENET_STD, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), seed=None):
     """The ImageNet recipe: random resized crop + flip; or resize 256 + centre crop 224."""
     import keras
-    import tensorflow as tf
+    tf = import_tensorflow("imagenet_transform (a tf.data transform)")
 
     normalize = normalizer(mean, std)
     if not training:
@@ -114,7 +127,7 @@ def mix_transform(num_classes, kind="mixup", alpha=None, seed=None):
     Integer labels are one-hot encoded first; apply after ``batch``.
     """
     import keras
-    import tensorflow as tf
+    tf = import_tensorflow("mix_transform (a tf.data transform)")
 
     if kind == "mixup":
         layer = keras.layers.MixUp(alpha=0.2 if alpha is None else alpha, seed=seed)
@@ -131,19 +144,30 @@ def mix_transform(num_classes, kind="mixup", alpha=None, seed=None):
     return apply
 
 
-def get_transform(augment, training, mean=None, std=None, size=None, seed=None):
-    """``augment`` ("cifar", "imagenet", None or a callable) -> an image transform."""
+def select_transform(augment, training, mean, std, size, *, cifar, imagenet, normalize,
+                     **kwargs):
+    """``augment`` ("cifar", "imagenet", None or a callable) -> one of the given recipes.
+
+    The recipes' default statistics fill in ``mean`` / ``std``; ``kwargs`` go
+    to the cifar and imagenet recipes. Shared by the tf.data and NumPy paths.
+    """
     if callable(augment):
         return augment
+    if size is not None:
+        kwargs["size"] = size
     if augment == "cifar":
-        kwargs = {} if size is None else {"size": size}
-        return cifar_transform(training, mean=CIFAR10_MEAN if mean is None else mean,
-                               std=CIFAR10_STD if std is None else std, seed=seed, **kwargs)
+        return cifar(training, mean=CIFAR10_MEAN if mean is None else mean,
+                     std=CIFAR10_STD if std is None else std, **kwargs)
     if augment == "imagenet":
-        kwargs = {} if size is None else {"size": size}
-        return imagenet_transform(training, mean=IMAGENET_MEAN if mean is None else mean,
-                                  std=IMAGENET_STD if std is None else std, seed=seed, **kwargs)
+        return imagenet(training, mean=IMAGENET_MEAN if mean is None else mean,
+                        std=IMAGENET_STD if std is None else std, **kwargs)
     if augment is None:
-        return normalizer(mean, std)
+        return normalize(mean, std)
     raise ValueError(f"`augment` must be 'cifar', 'imagenet', None or a callable, received "
                      f"{augment!r}.")
+
+
+def get_transform(augment, training, mean=None, std=None, size=None, seed=None):
+    """``augment`` ("cifar", "imagenet", None or a callable) -> an image transform."""
+    return select_transform(augment, training, mean, std, size, cifar=cifar_transform,
+                            imagenet=imagenet_transform, normalize=normalizer, seed=seed)

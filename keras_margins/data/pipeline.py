@@ -10,6 +10,8 @@ cache anyway.
 
 import numpy as np
 
+from keras_margins.data._imports import import_tensorflow
+
 __all__ = ["decode_image_fn", "make_pipeline"]
 
 
@@ -20,7 +22,7 @@ def decode_image_fn(channels=3, image_size=None):
     ``keras.layers.Resizing`` and the output shape is static.
     """
     import keras
-    import tensorflow as tf
+    tf = import_tensorflow("decode_image_fn (a tf.data decoder)")
 
     resize = None
     if image_size is not None:
@@ -58,7 +60,7 @@ def make_pipeline(features, labels, *, transform, load=None, training=False, bat
         mix: batch-level ``(images, labels) -> (images, labels)`` (MixUp/CutMix).
         shuffle_buffer: defaults to the whole dataset (an exact shuffle).
     """
-    import tensorflow as tf
+    tf = import_tensorflow("make_pipeline (a tf.data pipeline)")
 
     autotune = tf.data.AUTOTUNE
     labels = np.asarray(labels).reshape(-1).astype(np.int32)

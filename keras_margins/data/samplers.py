@@ -1,4 +1,4 @@
-"""Re-sampling as ``tf.data`` transformations (RS, CB-RS, square-root, progressive, deferred).
+"""Re-sampling (RS, CB-RS, square-root, progressive, deferred) for tf.data and NumPy.
 
 A sampler draws each epoch's indices from per-class probabilities
 ``p_c ∝ n_c ** q`` (Kang et al., 2020, "Decoupling representation and
@@ -19,9 +19,15 @@ Samplers are ``Dataset.apply`` transformations: apply them to the light
 Each pass through the result is one epoch with fresh, seeded indices; the
 epoch index advances by itself at every pass and ``set_epoch`` (or the
 callback from ``sampler.callback()``) pins it, e.g. when resuming training.
+
+Without TensorFlow, ``epoch_indices(labels, epoch)`` draws the same
+distribution with NumPy (seeded by ``(seed, epoch)``); ``ArrayBatches`` calls
+it at every epoch. The two paths draw different (equally distributed) indices.
 """
 
 import numpy as np
+
+from keras_margins.data._imports import import_tensorflow
 
 __all__ = ["Sampler", "sampling_probabilities", "instance_balanced", "class_balanced",
            "square_root", "progressive", "deferred", "get_sampler"]
@@ -76,7 +82,7 @@ class Sampler:
 
     # -- epoch bookkeeping -------------------------------------------------
     def _epoch_variable(self):
-        import tensorflow as tf
+        tf = import_tensorflow("Sampler.set_epoch (the tf.data epoch counter)")
         if self._epoch is None:
             with tf.init_scope():
                 self._epoch = tf.Variable(0, dtype=tf.int64, trainable=False,
@@ -93,7 +99,8 @@ class Sampler:
         self._epoch_variable().assign(int(epoch))
 
     def callback(self):
-        """A Keras callback that pins the sampler to ``fit``'s epoch index."""
+        """A Keras callback that pins the sampler to ``fit``'s epoch index (tf.data path;
+        ``ArrayBatches`` has its own ``callback()``)."""
         import keras
         return keras.callbacks.LambdaCallback(
             on_epoch_begin=lambda epoch, logs=None: self.set_epoch(epoch))
@@ -112,26 +119,55 @@ class Sampler:
         return ((1.0 - a) * sampling_probabilities(class_counts, self.q_start)
                 + a * sampling_probabilities(class_counts, self.q_end))
 
-    # -- tf.data -------------------------------------------------------------
-    def index_dataset(self, labels):
-        """A dataset of int64 indices into ``labels``, one epoch per pass."""
-        import tensorflow as tf
+    def _layout(self, labels):
+        """Labels grouped by class: ``(counts, order, starts, num, plain_shuffle)``.
 
+        Class ``c``'s indices are ``order[starts[c]:starts[c] + counts[c]]``.
+        """
         labels = np.asarray(labels).reshape(-1).astype(np.int64)
         if labels.size == 0 or labels.min() < 0:
             raise ValueError("`labels` must be a non-empty array of non-negative class ids.")
         counts = np.bincount(labels)
-        size = labels.size
-        num = self.num_samples or size
-        order = tf.constant(np.argsort(labels, kind="stable"), tf.int64)
-        starts = tf.constant(np.concatenate([[0], np.cumsum(counts)[:-1]]), tf.int64)
+        num = self.num_samples or labels.size
+        plain_shuffle = self.q_start == 1.0 and self.q_end == 1.0 and num == labels.size
+        return (counts, np.argsort(labels, kind="stable"),
+                np.concatenate([[0], np.cumsum(counts)[:-1]]), num, plain_shuffle)
+
+    # -- NumPy -----------------------------------------------------------------
+    def epoch_indices(self, labels, epoch=0, rng=None):
+        """Epoch ``epoch``'s int64 indices into ``labels``, drawn with NumPy.
+
+        Same distribution as ``index_dataset`` (a class drawn with
+        ``class_probabilities(counts, epoch)``, then one of its images
+        uniformly; instance-balanced: a permutation). ``rng`` defaults to
+        ``np.random.default_rng([seed, epoch, 3])``, so an epoch's indices
+        depend on nothing else.
+        """
+        counts, order, starts, num, plain_shuffle = self._layout(labels)
+        if rng is None:
+            rng = np.random.default_rng([self.seed, int(epoch), 3])
+        if plain_shuffle:
+            return rng.permutation(len(order)).astype(np.int64)
+        cls = rng.choice(len(counts), size=num, p=self.class_probabilities(counts, epoch))
+        n_c = counts[cls]
+        offset = np.minimum((rng.random(num) * n_c).astype(np.int64), n_c - 1)
+        return order[starts[cls] + offset].astype(np.int64)
+
+    # -- tf.data -------------------------------------------------------------
+    def index_dataset(self, labels):
+        """A dataset of int64 indices into ``labels``, one epoch per pass."""
+        tf = import_tensorflow("Sampler.index_dataset (a tf.data dataset)")
+
+        counts, order, starts, num, plain_shuffle = self._layout(labels)
+        size = len(order)
+        order = tf.constant(order, tf.int64)
+        starts = tf.constant(starts, tf.int64)
         counts_t = tf.constant(counts, tf.int64)
         p_start = tf.constant(sampling_probabilities(counts, self.q_start), tf.float64)
         p_end = tf.constant(sampling_probabilities(counts, self.q_end), tf.float64)
         epoch_var = self._epoch_variable()
         schedule, seed = self.schedule, self.seed
         total, defer = self.total_epochs, self.defer_epoch
-        plain_shuffle = self.q_start == 1.0 and self.q_end == 1.0 and num == size
 
         def one_epoch(_):
             epoch = epoch_var.assign_add(1) - 1
@@ -168,7 +204,7 @@ class Sampler:
         an ``(x, y, ...)`` tuple, or ``element["label"]``), and each pass yields
         ``num_samples`` re-sampled elements with a known ``cardinality``.
         """
-        import tensorflow as tf
+        tf = import_tensorflow("Sampler (a tf.data transformation)")
 
         size = int(dataset.cardinality())
         if size < 0:

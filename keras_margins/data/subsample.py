@@ -13,6 +13,8 @@ original interleaved arrays.
 
 import numpy as np
 
+from keras_margins.data._imports import import_tensorflow
+
 __all__ = ["SELECTION_METHODS", "subsample_indices", "subsample_arrays",
            "subsample_dataset", "class_counts_of"]
 
@@ -100,7 +102,7 @@ def subsample_dataset(dataset, class_counts, seed=0, method="ldam_drw", label_fn
     the LDAM-DRW rule picks the indices, and a filter keeps them in the
     source's order. The result reports its exact ``cardinality``.
     """
-    import tensorflow as tf
+    tf = import_tensorflow("subsample_dataset (a tf.data transformation)")
 
     if label_fn is None:
         def label_fn(*element):

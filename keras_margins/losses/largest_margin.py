@@ -1,4 +1,4 @@
-"""Losses of "Learning Towards the Largest Margins" (Zhou et al., ICML 2022).
+"""Losses of "Learning Towards the Largest Margins" (Zhou et al., ICLR 2022).
 
 LM-Softmax and GM-Softmax over cosine-classifier outputs, and the
 sample-margin regulariser ``R_sm``, alone or added to a base loss.
@@ -46,7 +46,7 @@ class LMSoftmaxLoss(MarginLoss):
     model.compile(optimizer="sgd", loss=km.losses.LMSoftmaxLoss(scale=5.0))
     ```
 
-    Reference: Zhou et al., "Learning Towards the Largest Margins", ICML 2022
+    Reference: Zhou et al., "Learning Towards the Largest Margins", ICLR 2022
     (LM-Softmax).
     """
 
@@ -88,7 +88,7 @@ class GMSoftmaxLoss(MarginLoss):
     model.compile(loss=km.losses.GMSoftmaxLoss(1.0, 1.0, 0.0, 0.0, scale=16.0))
     ```
 
-    Reference: Zhou et al., "Learning Towards the Largest Margins", ICML 2022
+    Reference: Zhou et al., "Learning Towards the Largest Margins", ICLR 2022
     (generalised margin softmax).
     """
 
@@ -155,7 +155,7 @@ class SampleMarginLoss(MarginLoss):
     model.compile(optimizer="sgd", loss=loss)
     ```
 
-    Reference: Zhou et al., "Learning Towards the Largest Margins", ICML 2022
+    Reference: Zhou et al., "Learning Towards the Largest Margins", ICLR 2022
     (sample-margin regulariser).
     """
 

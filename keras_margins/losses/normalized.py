@@ -81,7 +81,7 @@ class CombinedMarginLoss(MarginLoss):
 
     Reference: Deng et al., "ArcFace: Additive Angular Margin Loss for Deep Face
     Recognition", CVPR 2019 (combined margins); Zhou et al., "Learning
-    Towards the Largest Margins", ICML 2022 (the family as one mechanism).
+    Towards the Largest Margins", ICLR 2022 (the family as one mechanism).
     """
 
     accepts_class_weights = False
