@@ -6,10 +6,14 @@
 The default data ships with scikit-learn: its 8x8 digits (about 180 images
 per class) made long-tailed with the LDAM-DRW exponential profile (ratio 100:
 150 down to 1 training image per class), with a balanced held-out test set.
-Both runs use the same model, seed and schedule; LDAM-DRW uses a cosine head,
-the LDAM loss and deferred re-weighting for the last 20% of the epochs. The
-script prints overall, many (>100), medium (20-100) and few (<20) shot
-top-1 accuracy for each.
+Both runs use the same model, seed and schedule (SGD, lr 0.05, ten-fold decay
+for the last 20% of the epochs); LDAM-DRW uses a cosine head, the LDAM loss
+and deferred re-weighting from the decay on. The script prints overall, many
+(>100), medium (20-100) and few (<20) shot top-1 accuracy for each.
+
+Measured (digits-LT defaults, seeds 0-2, 2 CPU cores; examples/results/
+quickstart.json): LDAM-DRW gains +3.6 ± 0.7 points top-1 over CE on JAX,
++4.1 ± 1.7 on TensorFlow and +3.7 ± 1.2 on PyTorch (every seed +2.4 or more).
 """
 
 import argparse
@@ -30,10 +34,11 @@ def parse_args(argv=None):
                         help="cifar10-lt input pipeline: tfdata, numpy (PyDataset, no "
                              "TensorFlow needed) or auto (tfdata when TensorFlow imports)")
     parser.add_argument("--imbalance-ratio", type=float, default=None,
-                        help="max/min class count (default 10 for digits, 100 for CIFAR)")
+                        help="max/min class count (default 100)")
     parser.add_argument("--epochs", type=int, default=None,
-                        help="default 30 (digits) / 10 (cifar10-lt)")
-    parser.add_argument("--batch-size", type=int, default=None)
+                        help="default 40 (digits-lt) / 10 (cifar10-lt)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="default 32 (digits-lt) / 128 (cifar10-lt)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backend", default=None, choices=["tensorflow", "jax", "torch"],
                         help="Keras backend (default: KERAS_BACKEND or jax)")
