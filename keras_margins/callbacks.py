@@ -14,6 +14,8 @@ are rebuilt: under ``jit`` (TensorFlow, JAX, torch.compile) a loss attribute is
 a trace-time constant, and changing it alone would be silently ignored.
 """
 
+import warnings
+
 import keras
 
 from keras_margins.priors import class_balanced_weights, validate_class_counts
@@ -82,6 +84,13 @@ class StageSwitch(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self.targets()
+        epochs = (self.params or {}).get("epochs")
+        if epochs is not None and self.start_epoch >= epochs:
+            warnings.warn(
+                f"{type(self).__name__}(start_epoch={self.start_epoch}) never switches: "
+                f"fit runs epochs 0-{epochs - 1} (0-based). Use a start_epoch below "
+                f"{epochs}, e.g. keras_margins.schedules.scaled_epochs({epochs}, 160).",
+                stacklevel=2)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.second_stage = epoch >= self.start_epoch

@@ -127,3 +127,18 @@ def test_mismatched_class_counts_fail_at_switch(fashion_mnist_lt_small):
     with pytest.raises(ValueError, match="class_weights"):
         model.fit(x[:32], y[:32], epochs=1, verbose=0,
                   callbacks=[km.callbacks.DeferredReweighting(counts[:5], 0)])
+
+
+def test_a_switch_at_or_past_the_last_epoch_warns(fashion_mnist_lt_small):
+    import warnings
+    x, y, counts = fashion_mnist_lt_small
+    model = small_model()
+    model.compile(optimizer="sgd", loss=km.losses.LDAMLoss(counts))
+    with pytest.warns(UserWarning, match=r"start_epoch=2\) never switches: fit runs epochs 0-1"):
+        model.fit(x[:32], y[:32], epochs=2, verbose=0,
+                  callbacks=[km.callbacks.DeferredReweighting(counts, 2)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(x[:32], y[:32], epochs=2, verbose=0,
+                  callbacks=[km.callbacks.DeferredReweighting(counts, 1)])
+    assert not [w for w in caught if "never switches" in str(w.message)]

@@ -591,3 +591,17 @@ def test_bad_call_inputs_raise(reference):
         km.losses.MaxMarginLoss(0.6, 1.5, 19.0)(np.array([0, 1, 2, 3, 4, 5, 6, 10]), c)
     with pytest.raises(ValueError, match="y_pred"):
         km.losses.ArcFaceLoss(0.5, 64.0)(labels, c[0])
+
+
+@pytest.mark.parametrize("scale", [15.0, 64.0])
+def test_kps_max_scale_follows_a_large_scale(scale):
+    """Without ``max_scale`` the clip is ``max(50, scale)``: the authors' 50 at
+    scale 15, and a scale above 50 needs no second argument."""
+    loss = km.losses.KPSLoss(COUNTS, scale=scale)
+    assert loss.max_scale == max(50.0, scale)
+    expected = km.priors.kps_scales(COUNTS, scale, max(50.0, scale))
+    np.testing.assert_allclose(loss.kps_scales, expected)
+    if scale > 50:   # nothing above the base scale is left to adjust to
+        np.testing.assert_allclose(loss.kps_scales, scale)
+    reloaded = km.losses.KPSLoss.from_config(loss.get_config())
+    np.testing.assert_allclose(reloaded.kps_scales, loss.kps_scales)

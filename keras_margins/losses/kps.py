@@ -49,7 +49,10 @@ class KPSLoss(MarginLoss):
         scale: base scale ``s`` (15).
         n_base: base of the radius logarithm (50), > 1.
         gradient_adjustment: start in the gradient-adjustment stage.
-        max_scale: upper clip of the per-class scales (50).
+        max_scale: upper clip of the per-class scales; ``None`` (default):
+            ``max(50, scale)``, the authors' 50 for their scale 15, and never
+            below ``scale`` (so ``KPSLoss(counts, scale=64)`` needs no other
+            argument; gradient adjustment then leaves every row at ``scale``).
         class_weights: optional per-class weights (KPS-DRW).
         reduction, name, dtype: see ``MarginLoss``.
 
@@ -66,13 +69,14 @@ class KPSLoss(MarginLoss):
     """
 
     def __init__(self, class_counts, max_margin=0.5, scale=15.0, n_base=50,
-                 gradient_adjustment=False, max_scale=50.0, class_weights=None,
+                 gradient_adjustment=False, max_scale=None, class_weights=None,
                  reduction="mean_with_sample_weight", name="kps_loss", dtype=None):
         super().__init__(class_counts=class_counts, class_weights=class_weights,
                          reduction=reduction, name=name, dtype=dtype)
         self.max_margin = validate_non_negative(max_margin, "max_margin")
         self.scale = validate_positive(scale, "scale")
-        self.max_scale = validate_positive(max_scale, "max_scale")
+        self.max_scale = (max(50.0, self.scale) if max_scale is None
+                          else validate_positive(max_scale, "max_scale"))
         self.radii = kps_radii(self._class_counts, n_base)
         self.n_base = float(n_base)
         self.margins = kps_margins(self._class_counts, self.max_margin, self.n_base)
