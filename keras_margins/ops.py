@@ -39,8 +39,10 @@ def compute_dtype(x):
 
 
 def to_compute_dtype(x):
-    """Casts ``x`` to float32 (or keeps float64)."""
+    """Casts ``x`` (array, list, tensor or variable) to float32 (or keeps float64)."""
     x = ops.convert_to_tensor(x)
+    if not hasattr(x, "ndim"):  # a tf.Variable stays one: read it into a tensor
+        x = ops.copy(x)
     return ops.cast(x, compute_dtype(x))
 
 

@@ -137,3 +137,26 @@ def test_every_public_loss_is_built_and_gives_finite_values():
         scores = rng.uniform(-1, 1, (6, 4)).astype("float32")
         value = numpy(loss(np.array([0, 1, 2, 3, 3, 2]), make_y_pred(case, scores, rng)))
         assert value.shape == () and np.isfinite(value), (case, value)
+
+
+def _variable(values):
+    """A framework variable holding ``values``: tf.Variable on TensorFlow (Keras'
+    own losses accept it), keras.Variable elsewhere."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+        return tf.Variable(values)
+    return keras.Variable(values)
+
+
+def test_every_public_loss_accepts_lists_and_variables_like_keras_losses():
+    rng = np.random.default_rng(1)
+    counts = [50, 20, 9, 5]
+    labels = np.array([0, 1, 2, 3, 3, 2])
+    for case in loss_case_names():
+        loss = prepare(make_loss(case, counts))
+        y_pred = make_y_pred(case, rng.uniform(-1, 1, (6, 4)).astype("float32"), rng)
+        expected = numpy(loss(labels, y_pred))
+        for y_true, scores in ((labels.tolist(), y_pred.tolist()),
+                               (labels, _variable(y_pred))):
+            np.testing.assert_allclose(numpy(loss(y_true, scores)), expected, rtol=1e-6,
+                                       err_msg=case)
