@@ -112,7 +112,9 @@ class DeferredReweighting(StageSwitch):
     Works on every loss with ``class_weights`` (LDAM, ELM, MM, ...).
 
     Args:
-        class_counts: per-class training counts (any order).
+        class_counts: per-class training counts (any order); ``None`` (default):
+            each loss's own ``class_counts`` (LDAM, ELM, KPS, MM-LDAM have them),
+            so the counts are passed once.
         start_epoch: 0-based epoch of the switch (160 of 200 in the paper).
         beta: effective-number hyper-parameter (0.9999).
 
@@ -120,7 +122,7 @@ class DeferredReweighting(StageSwitch):
     ```python
     model.compile(optimizer=opt, loss=km.losses.LDAMLoss(counts))
     model.fit(train, epochs=200,
-              callbacks=[km.callbacks.DeferredReweighting(counts, start_epoch=160)])
+              callbacks=[km.callbacks.DeferredReweighting(start_epoch=160)])
     ```
 
     Reference: Cao et al., NeurIPS 2019, Section 3.3 / Algorithm 1.
@@ -128,17 +130,33 @@ class DeferredReweighting(StageSwitch):
 
     requirement = "a loss that takes `class_weights` (e.g. LDAMLoss, ELMLoss)"
 
-    def __init__(self, class_counts, start_epoch=160, beta=0.9999):
+    def __init__(self, class_counts=None, start_epoch=160, beta=0.9999):
         super().__init__(start_epoch)
-        self.class_counts = validate_class_counts(class_counts)
+        class_balanced_weights([1, 1], beta)  # validates beta now, not at the switch
         self.beta = float(beta)
-        self.weights = class_balanced_weights(self.class_counts, self.beta)
+        self.class_counts = (None if class_counts is None
+                             else validate_class_counts(class_counts))
+        self.weights = (None if self.class_counts is None
+                        else class_balanced_weights(self.class_counts, self.beta))
 
     def accepts(self, loss):
         return bool(getattr(loss, "accepts_class_weights", False))
 
+    def weights_for(self, loss):
+        """The class-balanced weights of ``loss``: from the callback's counts, or
+        else from the counts the loss was built with."""
+        if self.weights is not None:
+            return self.weights
+        counts = getattr(loss, "class_counts", None)
+        if counts is None:
+            raise ValueError(
+                f"DeferredReweighting was given no class_counts and {type(loss).__name__} "
+                f"was built without them; pass DeferredReweighting(class_counts, "
+                f"start_epoch=...).")
+        return class_balanced_weights(counts, self.beta)
+
     def set_stage(self, loss, second_stage):
-        target = self.weights if second_stage else None
+        target = self.weights_for(loss) if second_stage else None
         current = loss.class_weights
         if target is None and current is None:
             return False
@@ -149,8 +167,8 @@ class DeferredReweighting(StageSwitch):
         return True
 
     def get_config(self):
-        return {"class_counts": self.class_counts.tolist(),
-                "start_epoch": self.start_epoch, "beta": self.beta}
+        counts = None if self.class_counts is None else self.class_counts.tolist()
+        return {"class_counts": counts, "start_epoch": self.start_epoch, "beta": self.beta}
 
 
 class GradientAdjustment(StageSwitch):

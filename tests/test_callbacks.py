@@ -142,3 +142,21 @@ def test_a_switch_at_or_past_the_last_epoch_warns(fashion_mnist_lt_small):
         model.fit(x[:32], y[:32], epochs=2, verbose=0,
                   callbacks=[km.callbacks.DeferredReweighting(counts, 1)])
     assert not [w for w in caught if "never switches" in str(w.message)]
+
+
+def test_drw_reads_the_class_counts_from_the_loss(fashion_mnist_lt_small):
+    x, y, counts = fashion_mnist_lt_small
+    model = small_model()
+    loss = km.losses.LDAMLoss(counts)
+    model.compile(optimizer="sgd", loss=loss)
+    model.fit(x[:32], y[:32], epochs=1, verbose=0,
+              callbacks=[km.callbacks.DeferredReweighting(start_epoch=0)])
+    np.testing.assert_allclose(loss.class_weights,
+                               km.priors.class_balanced_weights(counts, 0.9999))
+    model = small_model()
+    model.compile(optimizer="sgd", loss=km.losses.MaxMarginLoss(0.6, 1.5, 19.0))
+    with pytest.raises(ValueError, match="no class_counts.*MaxMarginLoss.*built without"):
+        model.fit(x[:32], y[:32], epochs=1, verbose=0,
+                  callbacks=[km.callbacks.DeferredReweighting(start_epoch=0)])
+    with pytest.raises(ValueError, match="beta"):
+        km.callbacks.DeferredReweighting(start_epoch=0, beta=1.0)
