@@ -75,8 +75,8 @@ def sparse_labels(y_true, num_classes):
     """Integer labels of shape (batch,) from sparse (B,), (B, 1) or one-hot (B, C).
 
     Keras casts ``y_true`` to the loss dtype before ``call``; this casts it back
-    to int32. In eager mode labels outside ``[0, num_classes)`` raise
-    ``ValueError``; under ``jit`` they cannot be inspected and the losses
+    to int32. In eager mode non-integer sparse labels (3.5) and labels outside
+    ``[0, num_classes)`` raise ``ValueError``; under ``jit`` they cannot be inspected and the losses
     return NaN for those samples instead (see ``nan_for_invalid_labels``).
     """
     y_true = ops.convert_to_tensor(y_true)
@@ -93,6 +93,11 @@ def sparse_labels(y_true, num_classes):
             f"`y_true` must be sparse labels of shape (batch,) or (batch, 1), or "
             f"one-hot of shape (batch, {num_classes}); received shape {shape}.")
     if "float" in str(ops.dtype(labels)):
+        if rank == 1 or shape[-1] == 1:   # sparse ids (Keras casts them to float)
+            floats = _concrete_numpy(labels)
+            if floats is not None and floats.size and np.any(floats != np.round(floats)):
+                bad = floats[floats != np.round(floats)][0]
+                raise ValueError(f"`y_true` must hold integer class ids, received {float(bad):g}.")
         labels = ops.round(labels)
     labels = ops.cast(labels, "int32")
     values = _concrete_numpy(labels)

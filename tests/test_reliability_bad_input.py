@@ -62,6 +62,17 @@ def test_labels_out_of_range_raise_in_eager_mode(case):
             loss(np.array([0, bad, 1]), y_pred)
 
 
+@pytest.mark.parametrize("case", CASES)
+def test_non_integer_sparse_labels_raise_in_eager_mode(case):
+    loss = prepare(make_loss(case, COUNTS))
+    rng = np.random.default_rng(0)
+    y_pred = make_y_pred(case, rng.uniform(-1, 1, (3, 4)).astype("float32"), rng)
+    for labels in (np.array([0.0, 3.5, 1.0]), np.array([[0.0], [1.0], [2.25]])):
+        with pytest.raises(ValueError, match=r"integer class ids, received (3\.5|2\.25)"):
+            loss(labels, y_pred)
+    loss(np.array([0.0, 3.0, 1.0]), y_pred)   # integral floats are labels
+
+
 def _jit(function):
     if BACKEND == "jax":
         import jax
