@@ -21,38 +21,19 @@ from dataclasses import dataclass, field
 
 import keras
 
+from keras_margins import losses as km_losses
 from keras_margins.callbacks import DeferredReweighting, GradientAdjustment, StageSwitch
 from keras_margins.priors import class_balanced_weights
+from keras_margins.regularizers import ZeroCentroid
 from keras_margins.schedules import scaled_epochs
 
-__all__ = ["Recipe", "RECIPES", "PAPER_CIFAR10_LT", "get_recipe", "RecipeUnavailable", "TwoStageLoss",
+__all__ = ["Recipe", "RECIPES", "PAPER_CIFAR10_LT", "get_recipe", "TwoStageLoss",
            "LossStageSwitch", "LogitsAccuracy", "recipes_table"]
 
 #: Epochs of the 200-epoch protocol at which the second stages start.
 DRW_EPOCH, GA_EPOCH, IB_EPOCH = 160, 120, 100
 #: Effective-number beta of the LM-Softmax recipes' class-balanced weights.
 LM_SOFTMAX_BETA = 0.9999
-
-
-class RecipeUnavailable(RuntimeError):
-    """A recipe needs a library piece that is not installed yet."""
-
-
-def library_object(module, name):
-    """``keras_margins.<module>.<name>`` or a RecipeUnavailable naming it."""
-    import importlib
-    try:
-        found = getattr(importlib.import_module(f"keras_margins.{module}"), name, None)
-    except ImportError:
-        found = None
-    if found is None:
-        raise RecipeUnavailable(f"keras_margins.{module}.{name} is not available in this "
-                                f"checkout; this recipe needs it.")
-    return found
-
-
-def _loss(name):
-    return library_object("losses", name)
 
 
 @keras.saving.register_keras_serializable(package="applications")
@@ -169,7 +150,7 @@ def _ce(counts, kw):
 
 
 def _focal(counts, kw):
-    return _loss("FocalLoss")(**{"gamma": 1.0, **kw})
+    return km_losses.FocalLoss(**{"gamma": 1.0, **kw})
 
 
 def _cb_focal(counts, kw):
@@ -178,11 +159,11 @@ def _cb_focal(counts, kw):
     kw = dict(kw)
     beta = kw.pop("beta", 0.9999)
     weights = class_balanced_weights(counts, beta).tolist()
-    return _loss("FocalLoss")(**{"gamma": 1.0, "class_weights": weights, **kw})
+    return km_losses.FocalLoss(**{"gamma": 1.0, "class_weights": weights, **kw})
 
 
 def _la(counts, kw):
-    return _loss("LogitAdjustedLoss")(counts, **{"tau": 1.0, **kw})
+    return km_losses.LogitAdjustedLoss(counts, **{"tau": 1.0, **kw})
 
 
 def _ldam(counts, kw):
@@ -204,16 +185,16 @@ def _mm(ldam):
         defaults = {"delta_neg": 0.6, "beta": 1.5, "scale": 26.0 if ldam else 19.0}
         if ldam:
             defaults["class_counts"] = counts
-        return _loss("MaxMarginLoss")(**{**defaults, **kw})
+        return km_losses.MaxMarginLoss(**{**defaults, **kw})
     return make
 
 
 def _kps(counts, kw):
-    return _loss("KPSLoss")(counts, **{"max_margin": 0.5, "scale": 15.0, "n_base": 50, **kw})
+    return km_losses.KPSLoss(counts, **{"max_margin": 0.5, "scale": 15.0, "n_base": 50, **kw})
 
 
 def _lmsce(counts, kw):
-    return _loss("LMSCELoss")(**{"lam": 0.3, **kw})
+    return km_losses.LMSCELoss(**{"lam": 0.3, **kw})
 
 
 def _lm_softmax(counts, kw):
@@ -238,7 +219,7 @@ def _lm_softmax(counts, kw):
     """
     kw = dict(kw)
     beta = kw.pop("beta", LM_SOFTMAX_BETA)
-    loss = _loss("LMSoftmaxLoss")(**{"scale": 5.0, "reduction": "mean_with_sample_weight",
+    loss = km_losses.LMSoftmaxLoss(**{"scale": 5.0, "reduction": "mean_with_sample_weight",
                                      **kw})
     if beta:
         loss.class_weights = class_balanced_weights(counts, beta).tolist()
@@ -246,15 +227,15 @@ def _lm_softmax(counts, kw):
 
 
 def _normface(counts, kw):
-    return _loss("NormFaceLoss")(**{"scale": 5.0, **kw})
+    return km_losses.NormFaceLoss(**{"scale": 5.0, **kw})
 
 
 def _cosface(counts, kw):
-    return _loss("CosFaceLoss")(**{"margin": 0.1, "scale": 5.0, **kw})
+    return km_losses.CosFaceLoss(**{"margin": 0.1, "scale": 5.0, **kw})
 
 
 def _arcface(counts, kw):
-    return _loss("ArcFaceLoss")(**{"margin": 0.1, "scale": 5.0, **kw})
+    return km_losses.ArcFaceLoss(**{"margin": 0.1, "scale": 5.0, **kw})
 
 
 def _ce_rsm(counts, kw):
@@ -264,12 +245,12 @@ def _ce_rsm(counts, kw):
     # (NormFace, scale 5 like the other normalised recipes) + 0.5 R_sm.
     kw = dict(kw)
     scale = kw.pop("scale", 5.0)
-    return _loss("SampleMarginLoss")(base_loss=_loss("NormFaceLoss")(scale=scale),
+    return km_losses.SampleMarginLoss(base_loss=km_losses.NormFaceLoss(scale=scale),
                                      **{"weight": 0.5, **kw})
 
 
 def _ib_focal(counts, kw):
-    ib = _loss("InfluenceBalancedLoss")(counts, **{"alpha": 1000.0, "gamma": 1.0, **kw})
+    ib = km_losses.InfluenceBalancedLoss(counts, **{"alpha": 1000.0, "gamma": 1.0, **kw})
     first = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     return TwoStageLoss(first, ib, first_columns=len(counts))
 
@@ -363,7 +344,7 @@ def head_regularizer(recipe, weight=1.0):
     """The ZeroCentroid regulariser of ``-zc`` recipes (None otherwise)."""
     if not recipe.zero_centroid:
         return None
-    return library_object("regularizers", "ZeroCentroid")(weight)
+    return ZeroCentroid(weight)
 
 
 def recipes_table():

@@ -344,7 +344,8 @@ def run_recipe(args, recipe_name, seed):
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.backend:
         if "keras" in sys.modules and os.environ.get("KERAS_BACKEND") != args.backend:
             raise SystemExit("--backend must be chosen before keras is imported; set "
@@ -355,28 +356,23 @@ def main(argv=None):
             import torch  # noqa: F401
         except ImportError:
             pass
-    from applications.recipes import RecipeUnavailable, get_recipe, recipes_table
+    from applications.recipes import get_recipe, recipes_table
     if args.list_recipes:
         print(recipes_table())
         return 0
-    recipes = [get_recipe(name).name for name in args.recipe]
+    try:
+        recipes = [get_recipe(name).name for name in args.recipe]
+    except ValueError as error:
+        parser.error(str(error))
     if args.imbalance_ratio is None:
         args.imbalance_ratio = 10.0 if args.dataset == "digits-lt" else 100.0
     if args.epochs is None:
         args.epochs = 2 if args.smoke else (200 if args.dataset == "cifar10-lt" else 10)
     if args.smoke and args.max_steps is None:
         args.max_steps = 3
-    summaries, failed = [], []
     for name in recipes:
         for seed in args.seed:
-            try:
-                summaries.append(run_recipe(args, name, seed))
-            except RecipeUnavailable as error:
-                print(f"[{name}] skipped: {error}", file=sys.stderr, flush=True)
-                failed.append(name)
-    if failed:
-        print(f"Unavailable recipes: {sorted(set(failed))}", file=sys.stderr)
-        return 2
+            run_recipe(args, name, seed)
     return 0
 
 

@@ -307,3 +307,11 @@ def test_aggregate_sets_cifar10_lt_rows_beside_the_papers():
     assert rows["focal"][2:4] == ["–", "–"]
     other = [({**config, "dataset": "fashion-mnist-lt"}, rep) for config, rep in runs]
     assert "Paper top-1" not in format_tables(aggregate_runs(other))[0]
+
+
+def test_train_cli_names_an_unknown_recipe(capsys):
+    from applications.train import main
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--recipe", "ldam-drw", "nope", "--dataset", "digits-lt"])
+    assert exit_info.value.code == 2
+    assert "Unknown recipe 'nope'; choose from" in capsys.readouterr().err
