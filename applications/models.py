@@ -24,10 +24,10 @@ Heads (``head=``):
 import keras
 from keras import ops
 
-from keras_margins.layers import CosineDense
+from keras_margins.layers import AppendFeatureNorm, CosineDense
 
 __all__ = ["resnet32", "small_cnn", "backbone_classifier", "feature_model",
-           "OptionAShortcut", "AppendL1Norm", "CosineDense", "HEADS", "he_normal"]
+           "OptionAShortcut", "CosineDense", "HEADS", "he_normal"]
 
 HEADS = ("dense", "cosine", "dense_l1")
 
@@ -70,21 +70,6 @@ class OptionAShortcut(keras.layers.Layer):
         return config
 
 
-@keras.saving.register_keras_serializable(package="applications")
-class AppendL1Norm(keras.layers.Layer):
-    """``concat([logits, ||features||_1])``: the y_pred layout that the
-    influence-balanced loss reads (logits, then the feature L1 norm)."""
-
-    def call(self, inputs):
-        logits, features = inputs
-        norm = ops.sum(ops.abs(ops.cast(features, logits.dtype)), axis=-1, keepdims=True)
-        return ops.concatenate([logits, norm], axis=-1)
-
-    def compute_output_shape(self, input_shape):
-        logits_shape = input_shape[0]
-        return tuple(logits_shape[:-1]) + (logits_shape[-1] + 1,)
-
-
 def _head(features, num_classes, head, head_regularizer=None, seed=None):
     if head not in HEADS:
         raise ValueError(f"`head` must be one of {HEADS}, received {head!r}.")
@@ -95,16 +80,8 @@ def _head(features, num_classes, head, head_regularizer=None, seed=None):
                                 kernel_regularizer=head_regularizer,
                                 name="logits" if head == "dense" else "dense_logits")(features)
     if head == "dense_l1":
-        library_layer = _library_l1_layer()
-        layer = library_layer if library_layer is not None else AppendL1Norm
-        return layer(name="logits")([logits, features])
+        return AppendFeatureNorm(name="logits")([logits, features])
     return logits
-
-
-def _library_l1_layer():
-    """The losses package's feature-norm layer, once it exists (else None)."""
-    import keras_margins.layers as km_layers
-    return getattr(km_layers, "AppendFeatureNorm", None)
 
 
 def _finish(inputs, features, num_classes, head, head_regularizer, return_features, name,

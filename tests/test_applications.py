@@ -250,7 +250,7 @@ def test_cli_smoke_two_recipes_on_fashion_mnist_then_aggregate(datasets_dir, tmp
     assert drw["stage"] == "drw" and drw["stage_epoch"] == 1 and drw["steps_per_epoch"] == 3
     assert drw["loss"]["class_name"] == "LDAMLoss"
     # The custom objects a saved model needs are registered for load_model.
-    for name in ("OptionAShortcut", "AppendL1Norm", "CoupledSGD", "TwoStageLoss",
+    for name in ("OptionAShortcut", "CoupledSGD", "TwoStageLoss",
                  "LogitsAccuracy"):
         assert keras.saving.get_registered_object(f"applications>{name}") is not None, name
 
