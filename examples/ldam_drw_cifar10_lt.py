@@ -6,12 +6,16 @@ re-weighting at 80% of training, SGD with PyTorch-style (coupled) weight decay
 and the warm-up/step-decay schedule of the paper, on the long-tailed CIFAR-10
 (ratio 100, 12,406 training images) read from the JPEG copy.
 
-    KERAS_BACKEND=jax python examples/ldam_drw_cifar10_lt.py --epochs 200   # the paper (77.0%)
+    KERAS_BACKEND=jax python examples/ldam_drw_cifar10_lt.py --epochs 200   # the paper's protocol
     python examples/ldam_drw_cifar10_lt.py --epochs 30                      # a shorter schedule
     python examples/ldam_drw_cifar10_lt.py --smoke                          # a few steps (CI)
 
 With fewer epochs every epoch of the protocol (warm-up 5, DRW and the first
 decay at 160, the second decay at 180 of 200) is rescaled proportionally.
+The paper reports 77.0 % top-1 at 200 epochs (CE 70.4 %). Measured with the
+same model, loss and schedule at 30 epochs (``python -m applications.train
+--dataset cifar10-lt --recipe ce ldam-drw --epochs 30``, PyTorch, seed 0, last
+epoch): LDAM-DRW 61.4 % against CE 49.6 % (+11.8 points; README "Results").
 Run from the repository root (it uses ``applications`` for the model and data).
 """
 
