@@ -10,6 +10,11 @@ overall and many/medium/few-shot accuracy. Runs on TensorFlow, JAX and PyTorch.
 
 The long-tailed training set keeps ``int(6000 * 0.01 ** (i / 9))`` images of
 class ``i`` (6000 ... 60, 14,886 images); the test set stays balanced.
+
+Measured at these settings (seeds 0-2, 2 CPU cores; examples/results/
+quick_start.json): LDAM-DRW gains +7.3 ± 3.0 points top-1 over CE on JAX,
++7.0 ± 5.6 on TensorFlow and +10.7 ± 4.0 on PyTorch (CE about 65 %; every seed
++2.0 or more).
 """
 
 import argparse
