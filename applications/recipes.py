@@ -219,11 +219,9 @@ def _lm_softmax(counts, kw):
     """
     kw = dict(kw)
     beta = kw.pop("beta", LM_SOFTMAX_BETA)
-    loss = km_losses.LMSoftmaxLoss(**{"scale": 5.0, "reduction": "mean_with_sample_weight",
-                                     **kw})
-    if beta:
-        loss.class_weights = class_balanced_weights(counts, beta).tolist()
-    return loss
+    weights = class_balanced_weights(counts, beta).tolist() if beta else None
+    return km_losses.LMSoftmaxLoss(**{"scale": 5.0, "class_weights": weights,
+                                      "reduction": "mean_with_sample_weight", **kw})
 
 
 def _normface(counts, kw):

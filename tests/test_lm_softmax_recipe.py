@@ -90,3 +90,13 @@ def test_weighted_value_is_the_weighted_mean():
     weights = class_balanced_weights(FMNIST_LT_COUNTS, 0.9999)[labels]
     np.testing.assert_allclose(float(to_numpy(loss(labels, cosines))),
                                (weights * per_sample).sum() / weights.sum(), rtol=1e-5)
+
+
+def test_lm_softmax_class_weights_survive_serialisation():
+    """The recipe's weights are a constructor argument, so a saved loss keeps them."""
+    import keras
+    from applications.recipes import get_recipe
+    loss = get_recipe("lm-softmax-zc").build_loss([5000, 500, 50])
+    reloaded = keras.losses.deserialize(keras.losses.serialize(loss))
+    np.testing.assert_allclose(reloaded.class_weights, loss.class_weights)
+    assert reloaded.reduction == "mean_with_sample_weight"

@@ -38,6 +38,8 @@ class LMSoftmaxLoss(MarginLoss):
     Args:
         scale: ``s`` > 0 (the reference values use 5; larger is closer to the
             max-margin objective ``max_{j != y} c_j - c_y``).
+        class_weights: optional per-class weights, applied as sample weights
+            (``reduction="mean_with_sample_weight"`` gives ``sum w_y l / sum w_y``).
         reduction, name, dtype: as in ``keras.losses.Loss``.
 
     Example:
@@ -50,11 +52,10 @@ class LMSoftmaxLoss(MarginLoss):
     (LM-Softmax).
     """
 
-    accepts_class_weights = False
-
-    def __init__(self, scale, reduction="sum_over_batch_size", name="lm_softmax_loss",
-                 dtype=None):
-        super().__init__(reduction=reduction, name=name, dtype=dtype)
+    def __init__(self, scale, class_weights=None, reduction="sum_over_batch_size",
+                 name="lm_softmax_loss", dtype=None):
+        super().__init__(class_weights=class_weights, reduction=reduction, name=name,
+                         dtype=dtype)
         self.scale = validate_positive(scale, "scale")
 
     def per_sample(self, labels, scores):
