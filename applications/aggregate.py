@@ -58,7 +58,7 @@ def run_label(config):
 def aggregate_runs(runs, columns=("many", "medium", "few", "all"), digits=1):
     """``{setting: (markdown table, {recipe: aggregate})}``; recipes keep the
     order of first appearance with ``ce`` first."""
-    from keras_margins.evaluation import aggregate_seeds, markdown_table
+    from keras_margins.reporting import aggregate_seeds, markdown_table
     groups = {}
     for config, report in runs:
         scalars = {k: report.get(k) for k in KEYS}

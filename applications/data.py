@@ -8,7 +8,7 @@ NumPy and Pillow only (``pipeline="numpy"``, for machines without TensorFlow;
 and apply the same augmentation recipe:
 
 * ``fashion-mnist-lt``: ``keras_margins.data.fashion_mnist_lt`` on the IDX
-  files in ``<data_dir>/fashion-mnist`` (../shared/datasets), 28x28x1,
+  files in ``<data_dir>/fashion-mnist``, 28x28x1,
   ``img_max = 6000``, standardised with the dataset's mean and std.
 * ``cifar10-lt``: ``keras_margins.data.cifar10_lt(folder=<data_dir>/cifar10)``,
   the CIFAR-10 JPEG copy (``cifar10-jpeg.tar.gz``, extracted once into
@@ -26,12 +26,13 @@ order and augmentation, never the subset.
 """
 
 import dataclasses
-import os
 import pathlib
 
 import numpy as np
 
 from keras_margins import data as km_data
+
+from applications.cli import default_data_dir
 
 __all__ = ["LongTailedData", "load_dataset", "DATASETS", "PIPELINES", "default_data_dir"]
 
@@ -41,17 +42,6 @@ IMG_MAX = {"fashion-mnist-lt": 6000, "cifar10-lt": 5000, "digits-lt": 87}
 # Per-channel statistics of the Fashion-MNIST training set.
 FASHION_MNIST_MEAN = (0.2860,)
 FASHION_MNIST_STD = (0.3530,)
-
-
-def default_data_dir():
-    """``$KERAS_MARGINS_DATA`` or ``../shared/datasets`` beside the checkout."""
-    env = os.environ.get("KERAS_MARGINS_DATA")
-    if env:
-        return pathlib.Path(env)
-    shared = os.environ.get("KERAS_MARGINS_SHARED")
-    if shared:
-        return pathlib.Path(shared) / "datasets"
-    return pathlib.Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
 
 @dataclasses.dataclass

@@ -1,7 +1,7 @@
 """Quick start: cross-entropy versus LDAM-DRW on a long-tailed dataset.
 
     python -m applications.quickstart                      # offline: digits-LT
-    python -m applications.quickstart --dataset cifar10-lt --data-dir ../shared/datasets/cifar10
+    python -m applications.quickstart --dataset cifar10-lt --data-dir DATASETS_FOLDER
 
 The default data ships with scikit-learn: its 8x8 digits (about 180 images
 per class) made long-tailed with the LDAM-DRW exponential profile (ratio 100:
@@ -11,37 +11,48 @@ for the last 20% of the epochs); LDAM-DRW uses a cosine head, the LDAM loss
 and deferred re-weighting from the decay on. The script prints overall, many
 (>100), medium (20-100) and few (<20) shot top-1 accuracy for each.
 
+``--data-dir`` is the folder that contains the datasets (``cifar10/``
+there); the backend is ``--backend``, else ``$KERAS_BACKEND``, else Keras's
+own default (``applications.cli``).
+
 Measured (digits-LT defaults, seeds 0-2, 2 CPU cores; examples/results/
 quickstart.json): LDAM-DRW gains +3.6 ± 0.7 points top-1 over CE on JAX,
 +4.1 ± 1.7 on TensorFlow and +3.7 ± 1.2 on PyTorch (every seed +2.4 or more).
 """
 
 import argparse
-import os
 import sys
 import time
 
+from applications.cli import add_backend_argument, add_data_dir_argument, default_data_dir, \
+    use_backend
+from applications.protocol import PAPER_PROTOCOL
+
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m applications.quickstart",
+                                     description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="digits-lt", choices=["digits-lt", "cifar10-lt"],
-                        help="digits-lt (offline, scikit-learn) or cifar10-lt (tfds, or "
-                             "--data-dir with the CIFAR-10 JPEG tar.gz or train/test folders)")
-    parser.add_argument("--data-dir", default=None,
-                        help="cifar10-lt: folder holding cifar10-jpeg.tar.gz or train/ and test/")
+                        help="digits-lt (offline, scikit-learn; default) or cifar10-lt "
+                             "(the CIFAR-10 JPEG tar.gz or train/ and test/ folders in "
+                             "<data-dir>/cifar10)")
+    add_data_dir_argument(parser, "; cifar10-lt reads its cifar10/ folder, or "
+                          "tensorflow-datasets when the default folder has none; digits-lt "
+                          "reads nothing")
     parser.add_argument("--pipeline", default="auto", choices=["auto", "numpy", "tfdata"],
                         help="cifar10-lt input pipeline: tfdata, numpy (PyDataset, no "
-                             "TensorFlow needed) or auto (tfdata when TensorFlow imports)")
+                             "TensorFlow needed) or auto (tfdata when TensorFlow imports; "
+                             "default)")
     parser.add_argument("--imbalance-ratio", type=float, default=None,
                         help="max/min class count (default 100)")
     parser.add_argument("--epochs", type=int, default=None,
                         help="default 40 (digits-lt) / 10 (cifar10-lt)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="default 32 (digits-lt) / 128 (cifar10-lt)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--backend", default=None, choices=["tensorflow", "jax", "torch"],
-                        help="Keras backend (default: KERAS_BACKEND or jax)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the subset, initialisation and shuffling (default 0)")
+    add_backend_argument(parser)
     return parser.parse_args(argv)
 
 
@@ -86,9 +97,7 @@ def build_model(input_shape, num_classes, cosine, seed):
 
 def main(argv=None):
     args = parse_args(argv)
-    os.environ.setdefault("KERAS_BACKEND", args.backend or "jax")
-    if args.backend:
-        os.environ["KERAS_BACKEND"] = args.backend
+    use_backend(args.backend)
     import keras
 
     import keras_margins as km
@@ -103,7 +112,7 @@ def main(argv=None):
         train_data, test_data, counts = load_cifar10_lt(args.data_dir, ratio, args.seed,
                                                         args.pipeline)
         epochs, batch_size = args.epochs or 10, args.batch_size or 128
-    drw_epoch = km.schedules.scaled_epochs(epochs, 160)
+    drw_epoch = PAPER_PROTOCOL.rescaled(epochs).drw_epoch
     print(f"{args.dataset}: ratio {ratio:g}, training counts {counts}, "
           f"backend {keras.backend.backend()}, {epochs} epochs (DRW from epoch {drw_epoch})")
 
@@ -136,17 +145,22 @@ def main(argv=None):
         results[name]["seconds"] = time.time() - start
 
     print()
-    print(km.evaluation.markdown_table(
+    print(km.reporting.markdown_table(
         results, columns=("many", "medium", "few", "all", "balanced_accuracy")))
     print("seconds: " + ", ".join(f"{k} {v['seconds']:.0f}" for k, v in results.items()))
     return results
 
 
 def load_cifar10_lt(data_dir, ratio, seed, pipeline="auto"):
-    """CIFAR-10-LT via keras_margins.data (tfds, or a local JPEG copy)."""
+    """CIFAR-10-LT via keras_margins.data: ``<data_dir>/cifar10`` (the JPEG copy),
+    or tensorflow-datasets when ``data_dir`` is None and the default datasets
+    folder has no ``cifar10/``."""
     from keras_margins import data
-    # A local folder (or the JPEG archive) when given; otherwise tensorflow-datasets.
-    source = {"folder": data_dir} if data_dir else {}
+    folder = (data_dir or default_data_dir()) / "cifar10"
+    if data_dir is not None and not folder.exists():
+        raise FileNotFoundError(f"{folder} not found: --data-dir is the folder that "
+                                f"contains cifar10/.")
+    source = {"folder": folder} if folder.exists() else {}
     train, test, info = data.cifar10_lt(imbalance_ratio=ratio, seed=seed, batch_size=128,
                                         pipeline=data.resolve_pipeline(pipeline), **source)
     return train, test, list(info.class_counts)

@@ -3,9 +3,11 @@
 A recipe fixes what differs between methods: the classifier head, the loss and
 its hyper-parameters, the second-stage switch (DRW, GA, IB) and the batch size
 and decay factors of the schedule. Everything else (ResNet-32 or the small CNN,
-SGD momentum 0.9, coupled weight decay 2e-4, lr 0.1 with 5 warm-up epochs and
-step decays at 160/180 of 200, rescaled to the run length) is shared and lives
-in ``applications.train``. Loss hyper-parameters can be overridden with
+SGD momentum 0.9, coupled weight decay 2e-4, lr 0.1 with the warm-up and step
+decays of ``applications.protocol.PAPER_PROTOCOL``, rescaled to the run length)
+is shared and lives in ``applications.train``; the stage switches start at the
+protocol's epochs. Loss hyper-parameters come from
+``applications.hyperparameters.HYPERPARAMETERS`` and can be overridden with
 ``--loss-arg key=value``.
 
 Defaults not fixed by SPEC.md (documented assumptions): the largest-margins
@@ -25,15 +27,12 @@ from keras_margins import losses as km_losses
 from keras_margins.callbacks import DeferredReweighting, GradientAdjustment, StageSwitch
 from keras_margins.priors import class_balanced_weights
 from keras_margins.regularizers import ZeroCentroid
-from keras_margins.schedules import scaled_epochs
+
+from applications.hyperparameters import HYPERPARAMETERS, hyperparameters
+from applications.protocol import PAPER_PROTOCOL
 
 __all__ = ["Recipe", "RECIPES", "PAPER_CIFAR10_LT", "get_recipe", "TwoStageLoss",
            "LossStageSwitch", "LogitsAccuracy", "recipes_table"]
-
-#: Epochs of the 200-epoch protocol at which the second stages start.
-DRW_EPOCH, GA_EPOCH, IB_EPOCH = 160, 120, 100
-#: Effective-number beta of the LM-Softmax recipes' class-balanced weights.
-LM_SOFTMAX_BETA = 0.9999
 
 
 @keras.saving.register_keras_serializable(package="applications")
@@ -116,7 +115,7 @@ class Recipe:
     make_loss: object
     stage: str = None
     batch_size: int = 128
-    decay_factors: tuple = (0.01, 0.0001)
+    decay_factors: tuple = PAPER_PROTOCOL.decay_factors
     zero_centroid: bool = False
     defaults: dict = field(default_factory=dict)
 
@@ -126,10 +125,9 @@ class Recipe:
 
     def stage_epoch(self, epochs, smoke=False):
         """0-based epoch of the second stage, rescaled to ``epochs`` (None if none)."""
-        reference = {"drw": DRW_EPOCH, "ga": GA_EPOCH, "ib": IB_EPOCH}.get(self.stage)
-        if reference is None:
+        epoch = PAPER_PROTOCOL.rescaled(epochs).stage_epoch(self.stage)
+        if epoch is None:
             return None
-        epoch = scaled_epochs(epochs, reference)
         if smoke and epochs > 1:
             epoch = min(epoch, epochs - 1)   # smoke runs exercise both stages
         return epoch
@@ -137,7 +135,8 @@ class Recipe:
     def callbacks(self, class_counts, epochs, smoke=False):
         start = self.stage_epoch(epochs, smoke)
         if self.stage == "drw":
-            return [DeferredReweighting(list(class_counts), start_epoch=start, beta=0.9999)]
+            return [DeferredReweighting(list(class_counts), start_epoch=start,
+                                        **hyperparameters("class-balanced"))]
         if self.stage == "ga":
             return [GradientAdjustment(start_epoch=start)]
         if self.stage == "ib":
@@ -150,31 +149,29 @@ def _ce(counts, kw):
 
 
 def _focal(counts, kw):
-    return km_losses.FocalLoss(**{"gamma": 1.0, **kw})
+    return km_losses.FocalLoss(**hyperparameters("focal", **kw))
 
 
 def _cb_focal(counts, kw):
     # The LDAM-DRW code's "CB Focal": focal loss (gamma 1) with class-balanced
     # weights (beta 0.9999) from the first epoch.
     kw = dict(kw)
-    beta = kw.pop("beta", 0.9999)
+    beta = kw.pop("beta", hyperparameters("class-balanced")["beta"])
     weights = class_balanced_weights(counts, beta).tolist()
-    return km_losses.FocalLoss(**{"gamma": 1.0, "class_weights": weights, **kw})
+    return km_losses.FocalLoss(**hyperparameters("focal", **{"class_weights": weights, **kw}))
 
 
 def _la(counts, kw):
-    return km_losses.LogitAdjustedLoss(counts, **{"tau": 1.0, **kw})
+    return km_losses.LogitAdjustedLoss(counts, **hyperparameters("logit-adjusted", **kw))
 
 
 def _ldam(counts, kw):
-    from keras_margins.losses import LDAMLoss
-    return LDAMLoss(counts, **{"max_margin": 0.5, "scale": 30.0, **kw})
+    return km_losses.LDAMLoss(counts, **hyperparameters("ldam", **kw))
 
 
 def _elm(lam):
     def make(counts, kw):
-        from keras_margins.losses import ELMLoss
-        return ELMLoss(counts, **{"lam": lam, "max_margin": 0.5, "scale": 30.0, **kw})
+        return km_losses.ELMLoss(counts, **hyperparameters("elm", **{"lam": lam, **kw}))
     return make
 
 
@@ -182,19 +179,19 @@ def _mm(ldam):
     def make(counts, kw):
         # CIFAR-10-LT ratio 100 pair of the paper's Table 2: beta 1.5, delta_neg 0.6;
         # scale 19 (MM) / 26 (MM-LDAM).
-        defaults = {"delta_neg": 0.6, "beta": 1.5, "scale": 26.0 if ldam else 19.0}
         if ldam:
-            defaults["class_counts"] = counts
-        return km_losses.MaxMarginLoss(**{**defaults, **kw})
+            return km_losses.MaxMarginLoss(**hyperparameters("mm-ldam", **{
+                "class_counts": counts, **kw}))
+        return km_losses.MaxMarginLoss(**hyperparameters("mm", **kw))
     return make
 
 
 def _kps(counts, kw):
-    return km_losses.KPSLoss(counts, **{"max_margin": 0.5, "scale": 15.0, "n_base": 50, **kw})
+    return km_losses.KPSLoss(counts, **hyperparameters("kps", **kw))
 
 
 def _lmsce(counts, kw):
-    return km_losses.LMSCELoss(**{"lam": 0.3, **kw})
+    return km_losses.LMSCELoss(**hyperparameters("lmsce", **kw))
 
 
 def _lm_softmax(counts, kw):
@@ -218,22 +215,22 @@ def _lm_softmax(counts, kw):
     ``--loss-arg beta=0`` gives the unweighted loss.
     """
     kw = dict(kw)
-    beta = kw.pop("beta", LM_SOFTMAX_BETA)
+    beta = kw.pop("beta", hyperparameters("class-balanced")["beta"])
     weights = class_balanced_weights(counts, beta).tolist() if beta else None
-    return km_losses.LMSoftmaxLoss(**{"scale": 5.0, "class_weights": weights,
-                                      "reduction": "mean_with_sample_weight", **kw})
+    return km_losses.LMSoftmaxLoss(**hyperparameters("lm-softmax", **{
+        "class_weights": weights, "reduction": "mean_with_sample_weight", **kw}))
 
 
 def _normface(counts, kw):
-    return km_losses.NormFaceLoss(**{"scale": 5.0, **kw})
+    return km_losses.NormFaceLoss(**hyperparameters("normface", **kw))
 
 
 def _cosface(counts, kw):
-    return km_losses.CosFaceLoss(**{"margin": 0.1, "scale": 5.0, **kw})
+    return km_losses.CosFaceLoss(**hyperparameters("cosface", **kw))
 
 
 def _arcface(counts, kw):
-    return km_losses.ArcFaceLoss(**{"margin": 0.1, "scale": 5.0, **kw})
+    return km_losses.ArcFaceLoss(**hyperparameters("arcface", **kw))
 
 
 def _ce_rsm(counts, kw):
@@ -242,13 +239,15 @@ def _ce_rsm(counts, kw):
     # accuracy on Fashion-MNIST-LT). So: cosine head, CE on scaled cosines
     # (NormFace, scale 5 like the other normalised recipes) + 0.5 R_sm.
     kw = dict(kw)
-    scale = kw.pop("scale", 5.0)
-    return km_losses.SampleMarginLoss(base_loss=km_losses.NormFaceLoss(scale=scale),
-                                     **{"weight": 0.5, **kw})
+    base = hyperparameters("normface", **({"scale": kw.pop("scale")} if "scale" in kw else {}))
+    return km_losses.SampleMarginLoss(base_loss=km_losses.NormFaceLoss(**base),
+                                     **hyperparameters("sample-margin", **kw))
 
 
 def _ib_focal(counts, kw):
-    ib = km_losses.InfluenceBalancedLoss(counts, **{"alpha": 1000.0, "gamma": 1.0, **kw})
+    # IB-Focal: the influence-balanced loss with focal's gamma.
+    ib = km_losses.InfluenceBalancedLoss(counts, **hyperparameters(
+        "influence-balanced", **{"gamma": hyperparameters("focal")["gamma"], **kw}))
     first = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     return TwoStageLoss(first, ib, first_columns=len(counts))
 
@@ -271,17 +270,26 @@ PAPER_CIFAR10_LT = {
 }
 
 
+#: KPS's learning-rate decay factors (x0.1, then x0.01 of the base rate).
+KPS_DECAY_FACTORS = (0.1, 0.01)
+
+
 def _build():
+    H, P = HYPERPARAMETERS, PAPER_PROTOCOL
+    beta = f"beta {H['class-balanced']['beta']:g}"
+    kps = dict(head="cosine", make_loss=_kps, batch_size=64, decay_factors=KPS_DECAY_FACTORS)
     recipes = [
         Recipe("ce", "cross-entropy, plain Dense head", "baseline", "dense", _ce),
-        Recipe("focal", "focal loss, gamma 1 (LDAM code's form)", "Lin et al. 2017 / " + _CAO,
-               "dense", _focal),
-        Recipe("cb-focal", "focal gamma 1 with class-balanced weights (beta 0.9999)",
-               "Cui et al. 2019 / " + _CAO, "dense", _cb_focal),
-        Recipe("la", "logit-adjusted cross-entropy, tau 1", "Menon et al. 2021", "dense", _la),
-        Recipe("ldam", "LDAM (max margin 0.5, s 30), cosine head", _CAO, "cosine", _ldam),
-        Recipe("ldam-drw", "LDAM + deferred re-weighting (epoch 160/200)", _CAO, "cosine",
-               _ldam, stage="drw"),
+        Recipe("focal", f"focal loss, gamma {H['focal']['gamma']:g} (LDAM code's form)",
+               "Lin et al. 2017 / " + _CAO, "dense", _focal),
+        Recipe("cb-focal", f"focal gamma {H['focal']['gamma']:g} with class-balanced weights "
+               f"({beta})", "Cui et al. 2019 / " + _CAO, "dense", _cb_focal),
+        Recipe("la", f"logit-adjusted cross-entropy, tau {H['logit-adjusted']['tau']:g}",
+               "Menon et al. 2021", "dense", _la),
+        Recipe("ldam", f"LDAM (max margin {H['ldam']['max_margin']:g}, s "
+               f"{H['ldam']['scale']:g}), cosine head", _CAO, "cosine", _ldam),
+        Recipe("ldam-drw", f"LDAM + deferred re-weighting (epoch {P.drw_epoch}/{P.epochs})",
+               _CAO, "cosine", _ldam, stage="drw"),
     ]
     for lam in ("1.0", "0.5", "0.1"):
         recipes.append(Recipe(f"elm-lam{lam}", f"ELM, lam {lam}, cosine head", _KATO,
@@ -289,37 +297,40 @@ def _build():
         recipes.append(Recipe(f"elm-drw-lam{lam}", f"ELM lam {lam} + DRW", _KATO, "cosine",
                               _elm(float(lam)), stage="drw"))
     recipes += [
-        Recipe("mm-drw", "Maximum margin (beta 1.5, delta_neg 0.6, s 19) + DRW", _KANG,
+        Recipe("mm-drw", f"Maximum margin (beta {H['mm']['beta']:g}, delta_neg "
+               f"{H['mm']['delta_neg']:g}, s {H['mm']['scale']:g}) + DRW", _KANG,
                "cosine", _mm(False), stage="drw"),
-        Recipe("mm-ldam-drw", "MM-LDAM (s 26) + DRW", _KANG, "cosine", _mm(True),
-               stage="drw"),
-        Recipe("kps", "KPS (max margin 0.5, s 15, n_base 50), batch 64", _LI, "cosine", _kps,
-               batch_size=64, decay_factors=(0.1, 0.01)),
-        Recipe("kps-ga", "KPS + gradient adjustment (epoch 120/200)", _LI, "cosine", _kps,
-               stage="ga", batch_size=64, decay_factors=(0.1, 0.01)),
-        Recipe("kps-drw", "KPS + DRW", _LI, "cosine", _kps, stage="drw", batch_size=64,
-               decay_factors=(0.1, 0.01)),
-        Recipe("lmsce", "large-margin softmax CE, lam 0.3", "Kobayashi 2019", "dense", _lmsce),
-        Recipe("lm-softmax", "LM-Softmax (s 5), class-balanced weights (beta 0.9999), cosine "
-               "head", _ZHOU, "cosine", _lm_softmax),
+        Recipe("mm-ldam-drw", f"MM-LDAM (s {H['mm-ldam']['scale']:g}) + DRW", _KANG, "cosine",
+               _mm(True), stage="drw"),
+        Recipe("kps", f"KPS (max margin {H['kps']['max_margin']:g}, s {H['kps']['scale']:g}, "
+               f"n_base {H['kps']['n_base']}), batch 64", _LI, **kps),
+        Recipe("kps-ga", f"KPS + gradient adjustment (epoch {P.ga_epoch}/{P.epochs})", _LI,
+               stage="ga", **kps),
+        Recipe("kps-drw", "KPS + DRW", _LI, stage="drw", **kps),
+        Recipe("lmsce", f"large-margin softmax CE, lam {H['lmsce']['lam']:g}",
+               "Kobayashi 2019", "dense", _lmsce),
+        Recipe("lm-softmax", f"LM-Softmax (s {H['lm-softmax']['scale']:g}), class-balanced "
+               f"weights ({beta}), cosine head", _ZHOU, "cosine", _lm_softmax),
         Recipe("lm-softmax-zc", "LM-Softmax + zero-centroid regulariser, class-balanced weights",
                _ZHOU, "cosine", _lm_softmax, zero_centroid=True),
-        Recipe("normface", "NormFace (s 5), cosine head", "Wang et al. 2017 / " + _ZHOU,
-               "cosine", _normface),
+        Recipe("normface", f"NormFace (s {H['normface']['scale']:g}), cosine head",
+               "Wang et al. 2017 / " + _ZHOU, "cosine", _normface),
         Recipe("normface-zc", "NormFace + zero-centroid", _ZHOU, "cosine", _normface,
                zero_centroid=True),
-        Recipe("cosface", "CosFace (m 0.1, s 5), cosine head", "Wang et al. 2018 / " + _ZHOU,
+        Recipe("cosface", f"CosFace (m {H['cosface']['margin']:g}, s "
+               f"{H['cosface']['scale']:g}), cosine head", "Wang et al. 2018 / " + _ZHOU,
                "cosine", _cosface),
         Recipe("cosface-zc", "CosFace + zero-centroid", _ZHOU, "cosine", _cosface,
                zero_centroid=True),
-        Recipe("arcface", "ArcFace (m 0.1, s 5), cosine head", "Deng et al. 2019 / " + _ZHOU,
+        Recipe("arcface", f"ArcFace (m {H['arcface']['margin']:g}, s "
+               f"{H['arcface']['scale']:g}), cosine head", "Deng et al. 2019 / " + _ZHOU,
                "cosine", _arcface),
         Recipe("arcface-zc", "ArcFace + zero-centroid", _ZHOU, "cosine", _arcface,
                zero_centroid=True),
-        Recipe("ce-rsm", "CE (scaled cosines) + 0.5 R_sm (sample-margin regulariser)", _ZHOU,
-               "cosine",
-               _ce_rsm),
-        Recipe("ib-focal", "CE, then IB-Focal (alpha 1000, gamma 1) from epoch 100/200",
+        Recipe("ce-rsm", f"CE (scaled cosines) + {H['sample-margin']['weight']:g} R_sm "
+               "(sample-margin regulariser)", _ZHOU, "cosine", _ce_rsm),
+        Recipe("ib-focal", f"CE, then IB-Focal (alpha {H['influence-balanced']['alpha']:g}, "
+               f"gamma {H['focal']['gamma']:g}) from epoch {P.ib_epoch}/{P.epochs}",
                "Park et al., ICCV 2021", "dense_l1", _ib_focal, stage="ib"),
     ]
     table = {r.name: r for r in recipes}
@@ -349,8 +360,9 @@ def recipes_table():
     """The recipes as a Markdown table (for --list-recipes and the docs)."""
     lines = ["| Recipe | Method | Head | Stage switch (of 200) | Batch | Paper |",
              "|:--|:--|:--|:--|--:|:--|"]
-    stage_text = {None: "–", "drw": f"DRW @ {DRW_EPOCH}", "ga": f"GA @ {GA_EPOCH}",
-                  "ib": f"IB @ {IB_EPOCH}"}
+    stage_text = {None: "–", **{stage: f"{stage.upper()} @ "
+                                f"{PAPER_PROTOCOL.stage_epoch(stage)}"
+                                for stage in ("drw", "ga", "ib")}}
     for recipe in RECIPES.values():
         lines.append(f"| `{recipe.name}` | {recipe.description} | {recipe.head} | "
                      f"{stage_text[recipe.stage]} | {recipe.batch_size} | {recipe.reference} |")

@@ -2,7 +2,7 @@
 
     python -m applications.reproduce --recipes ce ldam-drw elm-drw mm-ldam-drw kps-ga la \\
         lm-softmax-zc ce-rsm --seeds 0 1 2 --epochs 200 --parallel 6 --deadline 480 \\
-        --results-dir results/gpu --data-dir ../shared/datasets --backend jax
+        --results-dir results/gpu --data-dir /path/to/datasets --backend jax
     # CI: two tiny runs side by side, offline
     python -m applications.reproduce --dataset digits-lt --recipes ce ldam-drw --smoke \\
         --parallel 2 --deadline 300 --results-dir /tmp/reproduce
@@ -75,6 +75,8 @@ import subprocess
 import sys
 import threading
 import time
+
+from applications.cli import add_backend_argument, add_data_dir_argument, use_backend
 
 __all__ = ["build_parser", "main", "priority_order", "epoch_estimate", "finish_estimate",
            "project_finish", "Projection", "Cut", "choose_cut", "read_history", "Launcher"]
@@ -599,9 +601,8 @@ def build_parser():
                         help="root of the run folders, logs/ and reproduce.json|md")
     parser.add_argument("--dataset", default="cifar10-lt",
                         help="passed to the runs (default cifar10-lt)")
-    parser.add_argument("--data-dir", type=pathlib.Path, help="passed to the runs")
-    parser.add_argument("--backend", choices=["tensorflow", "jax", "torch"],
-                        help="Keras backend of the runs (default: $KERAS_BACKEND)")
+    add_data_dir_argument(parser, "; passed to the runs")
+    add_backend_argument(parser, "of the runs: ")
     parser.add_argument("--smoke", action="store_true",
                         help="passes --smoke to the runs (2 tiny epochs; CI)")
     parser.add_argument("--poll", type=float, default=1.0, help=argparse.SUPPRESS)
@@ -660,8 +661,7 @@ def main(argv=None):
         parser.error(f"--parallel must be at least 1, received {args.parallel}")
     if args.epochs is not None and args.epochs < 1:
         parser.error(f"--epochs must be at least 1, received {args.epochs}")
-    if args.backend:
-        os.environ["KERAS_BACKEND"] = args.backend   # before keras (applications.recipes)
+    use_backend(args.backend)   # before keras (applications.recipes)
     recipes = _recipe_names(parser, args.recipes)
     epochs = _default_epochs(args)
     logs = args.results_dir / "logs"

@@ -18,8 +18,9 @@ Protocol (SPEC "Training protocols"): SGD momentum 0.9 with PyTorch's coupled
 L2 weight decay 2e-4 (``applications.optimizers.CoupledSGD``), lr 0.1,
 batch 128 (KPS 64), linear warm-up over the first 5 of 200 epochs, the rate
 times 0.01 from epoch 160 and 0.0001 from 180 (KPS: 0.1 and 0.01), DRW at 160,
-GA at 120, IB at 100. Every one of these epochs is rescaled to ``--epochs``
-with ``keras_margins.schedules.scaled_epochs`` (30 epochs: warm-up 1 epoch,
+GA at 120, IB at 100 (``applications.protocol.PAPER_PROTOCOL``). Every one
+of these epochs is rescaled to ``--epochs`` with ``PAPER_PROTOCOL.rescaled``
+(``keras_margins.schedules.scaled_epochs``; 30 epochs: warm-up 1 epoch,
 DRW at 24, decays at 24 and 27). Reported numbers are those of the last
 epoch (never best-on-test).
 
@@ -33,13 +34,17 @@ Markdown table (mean ± std over seeds).
 """
 
 import argparse
+import dataclasses
 import json
-import os
 import pathlib
 import sys
 import time
 
-__all__ = ["build_parser", "main", "run_recipe", "resolve_schedule"]
+from applications.cli import add_backend_argument, add_data_dir_argument, use_backend
+from applications.protocol import PAPER_PROTOCOL
+
+__all__ = ["build_parser", "main", "run_recipe", "build_run", "fit_run", "report_run",
+           "Run", "resolve_schedule"]
 
 DEFAULT_RESULTS = pathlib.Path("results")
 
@@ -69,17 +74,13 @@ def build_parser():
     what.add_argument("--seed", nargs="+", type=int, default=[0],
                       help="training seeds (initialisation, shuffling, augmentation); "
                            "several seeds run one after the other (default: 0)")
-    what.add_argument("--backend", choices=["tensorflow", "jax", "torch"],
-                      help="Keras backend (sets KERAS_BACKEND before keras is imported; "
-                           "default: the environment's KERAS_BACKEND)")
+    add_backend_argument(what)
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", default="fashion-mnist-lt",
                       choices=["fashion-mnist-lt", "cifar10-lt", "digits-lt"],
                       help="fashion-mnist-lt (IDX files), cifar10-lt (JPEG copy), "
                            "digits-lt (scikit-learn, offline); default fashion-mnist-lt")
-    data.add_argument("--data-dir", type=pathlib.Path,
-                      help="folder holding fashion-mnist/ and cifar10/ (default "
-                           "$KERAS_MARGINS_DATA or ../shared/datasets)")
+    add_data_dir_argument(data, "; not read by digits-lt")
     data.add_argument("--imbalance-ratio", type=float,
                       help="largest/smallest class size (default 100; 10 for digits-lt)")
     data.add_argument("--profile", choices=["exp", "step"], default="exp",
@@ -89,8 +90,8 @@ def build_parser():
                            "with NumPy/Pillow, no TensorFlow needed) or auto (tfdata when "
                            "TensorFlow imports, else numpy; default)")
     data.add_argument("--subset-seed", type=int, default=0,
-                      help="seed of the long-tailed subset selection (0 = the LDAM-DRW "
-                           "code's subset); kept fixed across training seeds")
+                      help="seed of the long-tailed subset selection (default 0 = the "
+                           "LDAM-DRW code's subset); kept fixed across training seeds")
     train = parser.add_argument_group("training")
     train.add_argument("--model", choices=["auto", "resnet32", "small-cnn", "resnet50"],
                        default="auto", help="auto: resnet32 for cifar10-lt, small-cnn "
@@ -99,7 +100,7 @@ def build_parser():
                        "otherwise); warm-up, decays and stage switches scale with it")
     train.add_argument("--batch-size", type=int, help="default: the recipe's (128; KPS 64)")
     train.add_argument("--lr", type=float, default=0.1, help="base learning rate (0.1)")
-    train.add_argument("--momentum", type=float, default=0.9)
+    train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (0.9)")
     train.add_argument("--weight-decay", type=float, default=2e-4,
                        help="coupled L2 weight decay as in torch.optim.SGD (2e-4): adds "
                             "wd*w to every gradient before momentum")
@@ -115,8 +116,8 @@ def build_parser():
                             "subset of the training set and 64 test images per class, "
                             "stage switches at epoch 1, PCA embedding")
     train.add_argument("--jit-compile", default="auto", choices=["auto", "true", "false"],
-                       help="Keras jit_compile (auto: XLA on TensorFlow and JAX, eager "
-                            "torch; --smoke on TensorFlow uses tf.function without XLA)")
+                       help="Keras jit_compile (default auto: XLA on TensorFlow and JAX, "
+                            "eager torch; --smoke on TensorFlow uses tf.function without XLA)")
     train.add_argument("--no-validation", action="store_true",
                        help="skip the per-epoch test-set evaluation (faster)")
     out = parser.add_argument_group("output")
@@ -125,8 +126,8 @@ def build_parser():
     out.add_argument("--tag", default="", help="suffix of the run-group folder name")
     out.add_argument("--embedding", default="auto", choices=["auto", "umap", "tsne", "pca",
                                                               "none"],
-                     help="2-D embedding of the features: auto = UMAP if installed, else "
-                          "t-SNE (PCA in --smoke)")
+                     help="2-D embedding of the features (default auto: UMAP if "
+                          "installed, else t-SNE; PCA in --smoke)")
     out.add_argument("--no-plots", action="store_true")
     out.add_argument("--no-save-model", action="store_true")
     out.add_argument("--verbose", type=int, choices=[0, 1, 2],
@@ -135,19 +136,10 @@ def build_parser():
     return parser
 
 
-def resolve_schedule(recipe, epochs, warmup_reference=5):
-    """Warm-up and decay epochs of the 200-epoch protocol rescaled to ``epochs``."""
-    from keras_margins.schedules import scaled_epochs
-    warmup = scaled_epochs(epochs, warmup_reference)
-    decay_epochs, decay_factors = [], []
-    for start, factor in zip(scaled_epochs(epochs, [160, 180]), recipe.decay_factors):
-        if start < epochs and (not decay_epochs or start > decay_epochs[-1]):
-            decay_epochs.append(start)
-            decay_factors.append(factor)
-        elif decay_epochs and start == decay_epochs[-1]:
-            decay_factors[-1] = factor      # collided: the later decay wins
-    return {"warmup_epochs": warmup, "decay_epochs": decay_epochs,
-            "decay_factors": decay_factors}
+def resolve_schedule(recipe, epochs):
+    """Warm-up and decay epochs of ``PAPER_PROTOCOL`` rescaled to ``epochs``, with the
+    recipe's decay factors (``WarmupStepDecay`` keyword arguments)."""
+    return PAPER_PROTOCOL.rescaled(epochs).schedule(recipe.decay_factors)
 
 
 def build_model(args, data, recipe, seed):
@@ -227,15 +219,32 @@ def evaluate(model, logits, labels, class_counts):
     """``evaluate_long_tailed``'s report from the test-set ``logits`` already
     computed (the cosine head and ECE scale are read from ``model``)."""
     from keras_margins.evaluation import default_logit_scale, evaluate_predictions
-    from keras_margins.metrics import find_cosine_head
+    from keras_margins.margins import find_cosine_head
     report = evaluate_predictions(logits, labels, class_counts, kernel=find_cosine_head(model),
                                   logit_scale=default_logit_scale(model))
     report["evaluated_by"] = "keras_margins.evaluation.evaluate_predictions"
     return report
 
 
-def run_recipe(args, recipe_name, seed):
-    """Trains one recipe with one seed; returns the summary dict."""
+@dataclasses.dataclass
+class Run:
+    """One recipe and seed, built and ready to fit (``build_run``)."""
+    args: argparse.Namespace
+    recipe: object
+    seed: int
+    data: object
+    folder: pathlib.Path
+    model: object
+    model_name: str
+    train_data: object
+    schedule_kwargs: dict
+    callbacks: list
+    config: dict
+
+
+def build_run(args, recipe_name, seed):
+    """Data, run folder, model, loss, optimizer and callbacks of one recipe and
+    seed; writes config.json and returns the ``Run``."""
     import keras
     import numpy as np
 
@@ -289,28 +298,46 @@ def run_recipe(args, recipe_name, seed):
         "smoke": args.smoke, "max_steps": args.max_steps, "argv": sys.argv[1:],
     }
     (folder / "config.json").write_text(json.dumps(config, indent=2, default=str))
-    callbacks = stage_callbacks + [
-        _epoch_log(schedule_kwargs, args.lr),
-        keras.callbacks.CSVLogger(str(folder / "history.csv")),
+    return Run(args=args, recipe=recipe, seed=seed, data=data, folder=folder, model=model,
+               model_name=model_name, train_data=train_data, schedule_kwargs=schedule_kwargs,
+               callbacks=stage_callbacks, config=config)
+
+
+def fit_run(run):
+    """Trains ``run.model`` (history.csv as it goes); writes history.json and returns
+    ``(history, train_seconds)``."""
+    import keras
+    args = run.args
+    callbacks = run.callbacks + [
+        _epoch_log(run.schedule_kwargs, args.lr),
+        keras.callbacks.CSVLogger(str(run.folder / "history.csv")),
     ]
-    validation = None if args.no_validation else data.test
+    validation = None if args.no_validation else run.data.test
     verbose = args.verbose if args.verbose is not None else (1 if sys.stdout.isatty() else 2)
-    print(f"[{recipe.name} seed {seed}] {model_name} ({config['trainable_parameters']:,} "
-          f"parameters), {data.num_train} training images, backend "
-          f"{config['backend']} -> {folder}", flush=True)
+    print(f"[{run.recipe.name} seed {run.seed}] {run.model_name} "
+          f"({run.config['trainable_parameters']:,} parameters), {run.data.num_train} "
+          f"training images, backend {run.config['backend']} -> {run.folder}", flush=True)
     start = time.perf_counter()
-    history = model.fit(train_data, epochs=args.epochs, validation_data=validation,
-                        callbacks=callbacks, verbose=verbose, shuffle=False)
+    history = run.model.fit(run.train_data, epochs=args.epochs, validation_data=validation,
+                            callbacks=callbacks, verbose=verbose, shuffle=False)
     train_seconds = time.perf_counter() - start
     history = {k: [float(v) for v in values] for k, values in history.history.items()}
-    (folder / "history.json").write_text(json.dumps(history, indent=2))
+    (run.folder / "history.json").write_text(json.dumps(history, indent=2))
+    return history, train_seconds
 
+
+def report_run(run, history, train_seconds):
+    """Last-epoch test-set report, model and plots of a fitted run: writes
+    report.json, model.keras, plots/ and summary.json; returns the summary."""
+    import numpy as np
+    args, recipe, data, folder, seed = run.args, run.recipe, run.data, run.folder, run.seed
+    counts = list(data.class_counts)
     logits_layer = "dense_logits" if recipe.head == "dense_l1" else "logits"
-    logits, features, test_labels = predict_test_set(model, logits_layer, data)
-    report = evaluate(model, logits, test_labels, counts)
+    logits, features, test_labels = predict_test_set(run.model, logits_layer, data)
+    report = evaluate(run.model, logits, test_labels, counts)
     (folder / "report.json").write_text(json.dumps(report, indent=2))
     if not args.no_save_model:
-        model.save(folder / "model.keras")
+        run.model.save(folder / "model.keras")
     plots = {}
     if not args.no_plots:
         from applications.plots import plot_all
@@ -343,19 +370,18 @@ def run_recipe(args, recipe_name, seed):
     return summary
 
 
+def run_recipe(args, recipe_name, seed):
+    """Trains one recipe with one seed (``build_run``, ``fit_run``, ``report_run``);
+    returns the summary dict."""
+    run = build_run(args, recipe_name, seed)
+    history, train_seconds = fit_run(run)
+    return report_run(run, history, train_seconds)
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.backend:
-        if "keras" in sys.modules and os.environ.get("KERAS_BACKEND") != args.backend:
-            raise SystemExit("--backend must be chosen before keras is imported; set "
-                             "KERAS_BACKEND instead.")
-        os.environ["KERAS_BACKEND"] = args.backend
-    if os.environ.get("KERAS_BACKEND") == "torch" or args.backend == "torch":
-        try:  # torch before TensorFlow (see tests/conftest.py)
-            import torch  # noqa: F401
-        except ImportError:
-            pass
+    use_backend(args.backend)
     from applications.recipes import get_recipe, recipes_table
     if args.list_recipes:
         print(recipes_table())

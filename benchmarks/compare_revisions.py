@@ -15,17 +15,12 @@ process makes a before/after claim robust to the machine's load, which runs of
 ``loss_overhead.py`` at different times are not. A measurement, not a test.
 """
 
-import argparse
 import importlib
-import json
-import os
 import pathlib
-import subprocess
 import sys
-import tempfile
 
-HERE = pathlib.Path(__file__).resolve().parent
-ROOT = HERE.parent
+from driver import median, parser, prepare_worker, run_backends, timed, write_outputs, \
+    write_worker_result
 
 
 def _import_before(path):
@@ -47,20 +42,16 @@ def _import_before(path):
 
 
 def worker(args):
-    if os.environ.get("KERAS_BACKEND") == "torch":
-        import torch  # noqa: F401  (before TensorFlow)
+    backend = prepare_worker()
     import keras
 
     before = _import_before(args.before)
     from keras_margins import losses as after
 
-    sys.path.insert(0, str(HERE))
-    from loss_overhead import CE, _inputs, _median, _step_jax, _step_tensorflow, _step_torch, \
-        _time
+    from loss_overhead import _inputs, step_builder
     from loss_zoo import constructors, long_tail_counts, loss_names
 
-    backend = keras.backend.backend()
-    build = {"jax": _step_jax, "tensorflow": _step_tensorflow, "torch": _step_torch}[backend]
+    build = step_builder(backend)
     tables = {"before": constructors(before), "after": constructors(after)}
     names, _ = loss_names(args.losses)
     rows = []
@@ -70,7 +61,7 @@ def worker(args):
         ce_run, ce_memory = build(keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                                   scores, labels)
         ce_run()
-        calls = max(1, int(args.min_time / max(_time(ce_run, 1), 1e-6)))
+        calls = max(1, int(args.min_time / max(timed(ce_run, 1), 1e-6)))
         for name in names:
             runs, memory = {}, {}
             for tag, table in tables.items():
@@ -82,17 +73,17 @@ def worker(args):
                 runs[tag]()
             ratios = {tag: [] for tag in runs}
             for _ in range(args.repeats):
-                t_ce = _time(ce_run, calls)
+                t_ce = timed(ce_run, calls)
                 for tag, run in runs.items():
-                    ratios[tag].append(_time(run, calls) / t_ce)
+                    ratios[tag].append(timed(run, calls) / t_ce)
             row = {"backend": backend, "loss": name, "classes": num_classes}
             for tag in runs:
-                row[tag] = _median(ratios[tag])
+                row[tag] = median(ratios[tag])
                 if memory[tag] is not None and ce_memory:
                     row[f"{tag}_memory"] = memory[tag] / ce_memory
             rows.append(row)
             print(f"[{backend}] {row}", file=sys.stderr, flush=True)
-    pathlib.Path(args.worker_out).write_text(json.dumps(rows))
+    write_worker_result(args, rows)
 
 
 def markdown(rows):
@@ -110,44 +101,25 @@ def markdown(rows):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("--before", required=True, help="path of the older checkout")
-    parser.add_argument("--backends", nargs="+", default=["jax", "tensorflow"],
-                        choices=("jax", "tensorflow", "torch"))
-    parser.add_argument("--losses", nargs="+", default=None)
-    parser.add_argument("--classes", nargs="+", type=int, default=[1000, 8142, 100000])
-    parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--min-time", type=float, default=0.1, help="seconds per timing")
-    parser.add_argument("--out", default="compare_revisions.json")
-    parser.add_argument("--markdown", default=None)
-    parser.add_argument("--worker-out", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    options = parser(__doc__, "compare_revisions.json", backends=("jax", "tensorflow"))
+    options.add_argument("--before", required=True, help="path of the older checkout")
+    options.add_argument("--losses", nargs="+", default=None,
+                         help="only these losses (default: every loss in __all__)")
+    options.add_argument("--classes", nargs="+", type=int, default=[1000, 8142, 100000],
+                         help="numbers of classes (default 1000 8142 100000)")
+    options.add_argument("--batch-size", type=int, default=512, help="default 512")
+    options.add_argument("--repeats", type=int, default=5, help="default 5")
+    options.add_argument("--min-time", type=float, default=0.1,
+                         help="seconds per timing (default 0.1)")
+    args = options.parse_args(argv)
     if args.worker_out:
         return worker(args)
-    rows = []
-    for backend in args.backends:
-        with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
-            path = handle.name
-        cmd = [sys.executable, __file__, "--worker-out", path, "--before", args.before,
-               "--classes", *map(str, args.classes), "--batch-size", str(args.batch_size),
-               "--repeats", str(args.repeats), "--min-time", str(args.min_time)]
-        if args.losses:
-            cmd += ["--losses", *args.losses]
-        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-        proc = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True)
-        if proc.returncode != 0:
-            print(proc.stderr[-3000:], file=sys.stderr)
-            raise SystemExit(f"{backend} failed")
-        rows += json.loads(pathlib.Path(path).read_text())
-        os.unlink(path)
-    pathlib.Path(args.out).write_text(json.dumps(rows, indent=1))
-    table = markdown(rows)
-    if args.markdown:
-        pathlib.Path(args.markdown).write_text(table + "\n")
-    print(table)
+    worker_argv = ["--before", args.before, "--classes", *args.classes, "--batch-size",
+                   args.batch_size, "--repeats", args.repeats, "--min-time", args.min_time]
+    worker_argv += ["--losses", *args.losses] if args.losses else []
+    rows = [row for rows in run_backends(__file__, args, worker_argv, on_error="raise")
+            for row in rows]
+    write_outputs(args, rows, markdown(rows))
 
 
 if __name__ == "__main__":

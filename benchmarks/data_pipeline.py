@@ -6,15 +6,15 @@ A measurement, not a test; the table is generated from the JSON it writes.
         [--pipelines tfdata numpy] [--out benchmarks/results/data_pipeline.json]
     python benchmarks/data_pipeline.py --table benchmarks/results/data_pipeline.json
 
-Without --root, ../shared/datasets/cifar10/cifar10-jpeg.tar.gz is extracted to a
-temporary folder (about 2 s). tf.data decodes the JPEG files in epoch 1 and
+Without --root, ``cifar10/cifar10-jpeg.tar.gz`` of the datasets folder
+(``applications.cli.default_data_dir()``) is extracted to a temporary folder
+(about 2 s). tf.data decodes the JPEG files in epoch 1 and
 fills its cache; the NumPy path decodes every selected image once (threaded
 Pillow) when the dataset is built (reported as "build"), then only augments.
 Batches are produced the way ``model.fit`` consumes them (tf.data: iteration;
 PyDataset: ``batches[i]`` for every index, one thread).
 """
 
-import argparse
 import json
 import os
 import pathlib
@@ -24,13 +24,7 @@ import subprocess
 import tempfile
 import time
 
-if os.environ.get("KERAS_BACKEND", "tensorflow") == "torch":
-    try:  # torch before TensorFlow
-        import torch  # noqa: F401
-    except ImportError:
-        pass
-
-SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared"
+from driver import parser, prepare_worker, write_outputs
 SAMPLERS = (("instance-balanced", None), ("class-balanced re-sampling", "class_balanced"))
 
 
@@ -81,25 +75,27 @@ def table(report):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", help="extracted CIFAR-10 JPEG folder (train/, test/)")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--pipelines", nargs="+", default=["tfdata", "numpy"],
-                        choices=["tfdata", "numpy"])
-    parser.add_argument("--out", default="data_pipeline.json", help="JSON report")
-    parser.add_argument("--table", help="print the table of an existing JSON report")
-    args = parser.parse_args(argv)
+    options = parser(__doc__, "data_pipeline.json", epilog=False)
+    options.add_argument("--root", help="extracted CIFAR-10 JPEG folder (train/, test/)")
+    options.add_argument("--epochs", type=int, default=3, help="default 3")
+    options.add_argument("--batch-size", type=int, default=128, help="default 128")
+    options.add_argument("--pipelines", nargs="+", default=["tfdata", "numpy"],
+                         choices=["tfdata", "numpy"], help="default: tfdata numpy")
+    options.add_argument("--table", help="print the table of an existing JSON report")
+    args = options.parse_args(argv)
     if args.table:
         print(table(json.loads(pathlib.Path(args.table).read_text())))
         return
 
+    prepare_worker()
     import keras
+
+    from applications.cli import default_data_dir
     tmp = None
     root = args.root
     if root is None:
         tmp = tempfile.mkdtemp(prefix="cifar10_jpeg_")
-        archive = SHARED / "datasets" / "cifar10" / "cifar10-jpeg.tar.gz"
+        archive = default_data_dir() / "cifar10" / "cifar10-jpeg.tar.gz"
         subprocess.run(["tar", "xzf", str(archive), "-C", tmp], check=True)
         root = tmp
     try:
@@ -113,8 +109,7 @@ def main(argv=None):
     report = {"train_size": train_size, "batch_size": args.batch_size, "rows": rows,
               "machine": f"{os.cpu_count()} CPU cores ({platform.processor() or 'cpu'}), "
                          f"Keras {keras.__version__} ({keras.backend.backend()})"}
-    pathlib.Path(args.out).write_text(json.dumps(report, indent=1))
-    print(table(report))
+    write_outputs(args, report, table(report))
 
 
 if __name__ == "__main__":

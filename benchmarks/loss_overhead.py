@@ -30,29 +30,15 @@ Memory (``mem`` columns, ratio to CE):
     python benchmarks/loss_overhead.py --losses LDAMLoss ELMLoss --out results.json
 """
 
-import argparse
-import json
 import math
-import os
-import pathlib
-import platform
-import subprocess
 import sys
-import tempfile
 import time
 
-HERE = pathlib.Path(__file__).resolve().parent
-BACKENDS = ("jax", "tensorflow", "torch")
+from driver import BACKENDS, median, new_report, parser, prepare_worker, run_backends, \
+    timed, write_outputs, write_worker_result
+
 CLASSES = (10, 100, 1000, 8142, 100000)
 CE = "CrossEntropy"
-
-
-def _median(values):
-    values = sorted(values)
-    n = len(values)
-    if n == 0:
-        return float("nan")
-    return values[n // 2] if n % 2 else 0.5 * (values[n // 2 - 1] + values[n // 2])
 
 
 # --------------------------------------------------------------------------- worker
@@ -145,27 +131,22 @@ def _step_torch(loss, scores, labels, compile_step=False):
     return run, memory
 
 
-def _time(run, calls):
-    start = time.perf_counter()
-    for _ in range(calls):
-        run()
-    return (time.perf_counter() - start) / calls
+def step_builder(backend, torch_compile=False):
+    """The compiled forward + backward step of ``backend``: ``f(loss, scores, labels)
+    -> (run, memory_bytes)``."""
+    return {"jax": _step_jax, "tensorflow": _step_tensorflow,
+            "torch": lambda l, s, y: _step_torch(l, s, y, torch_compile)}[backend]
 
 
 def worker(args):
-    if os.environ.get("KERAS_BACKEND") == "torch":
-        import torch  # noqa: F401  (before TensorFlow, which keras may import)
-    import keras  # noqa: F401  (backend chosen by KERAS_BACKEND)
+    backend = prepare_worker()
+    import keras
 
-    sys.path.insert(0, str(HERE))
     from loss_zoo import constructors, long_tail_counts, loss_names
 
-    backend = keras.backend.backend()
     table = constructors()
     names, missing = loss_names(args.losses)
-    builders = {"jax": _step_jax, "tensorflow": _step_tensorflow,
-                "torch": lambda l, s, y: _step_torch(l, s, y, args.torch_compile)}
-    build = builders[backend]
+    build = step_builder(backend, args.torch_compile)
     out = {"backend": backend, "missing_constructors": missing, "results": []}
     for num_classes in args.classes:
         counts = long_tail_counts(num_classes)
@@ -192,18 +173,18 @@ def worker(args):
                 errors[name] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
         if CE not in steps:
             raise RuntimeError(f"cross-entropy failed on {backend}: {errors.get(CE)}")
-        single = _time(steps[CE], 1)
+        single = timed(steps[CE], 1)
         calls = max(1, int(math.ceil(args.min_time / max(single, 1e-6))))
         times = {name: [] for name in steps}
         ratios = {name: [] for name in steps if name != CE}
         for _ in range(args.repeats):
             for name in ratios:  # CE, then the loss, back to back: paired ratio
-                t_ce = _time(steps[CE], calls)
-                t_loss = _time(steps[name], calls)
+                t_ce = timed(steps[CE], calls)
+                t_loss = timed(steps[name], calls)
                 times[CE].append(t_ce)
                 times[name].append(t_loss)
                 ratios[name].append(t_loss / t_ce)
-        ce_ms = 1e3 * _median(times[CE])
+        ce_ms = 1e3 * median(times[CE])
         ce_mem = memory.get(CE)
         for name in [CE] + names:
             row = {"loss": name, "classes": num_classes, "batch_size": args.batch_size,
@@ -212,9 +193,9 @@ def worker(args):
                 row["error"] = errors[name]
             else:
                 row.update(
-                    ms=1e3 * _median(times[name]),
+                    ms=1e3 * median(times[name]),
                     ce_ms=ce_ms,
-                    ratio=1.0 if name == CE else _median(ratios[name]),
+                    ratio=1.0 if name == CE else median(ratios[name]),
                     ratio_min=1.0 if name == CE else min(ratios[name]),
                     ratio_max=1.0 if name == CE else max(ratios[name]),
                     compile_s=compile_s[name],
@@ -224,10 +205,10 @@ def worker(args):
             out["results"].append(row)
         print(f"[{backend}] C={num_classes}: CE {ce_ms:.2f} ms, {calls} calls x "
               f"{args.repeats} repeats", file=sys.stderr, flush=True)
-    pathlib.Path(args.worker_out).write_text(json.dumps(out, indent=1))
+    write_worker_result(args, out)
 
 
-# --------------------------------------------------------------------------- driver
+# --------------------------------------------------------------------------- report
 
 
 def _fmt(value, digits=2):
@@ -281,24 +262,21 @@ def markdown(report):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
-    parser.add_argument("--classes", nargs="+", type=int, default=None)
-    parser.add_argument("--losses", nargs="+", default=None,
-                        help="only these losses (default: every loss in __all__)")
-    parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--repeats", type=int, default=None, help="paired timings per loss")
-    parser.add_argument("--min-time", type=float, default=None,
-                        help="seconds per timing (sets calls per timing from CE)")
-    parser.add_argument("--quick", action="store_true",
-                        help="C in {1000, 100000}, 3 repeats, short timings (~3 min)")
-    parser.add_argument("--torch-compile", action="store_true")
-    parser.add_argument("--out", default="loss_overhead.json", help="JSON output path")
-    parser.add_argument("--markdown", default=None, help="also write the table here")
-    parser.add_argument("--worker-out", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    options = parser(__doc__, "loss_overhead.json", backends=BACKENDS)
+    options.add_argument("--classes", nargs="+", type=int, default=None,
+                         help=f"numbers of classes (default {' '.join(map(str, CLASSES))})")
+    options.add_argument("--losses", nargs="+", default=None,
+                         help="only these losses (default: every loss in __all__)")
+    options.add_argument("--batch-size", type=int, default=512, help="default 512")
+    options.add_argument("--repeats", type=int, default=None,
+                         help="paired timings per loss (default 7, --quick 3)")
+    options.add_argument("--min-time", type=float, default=None,
+                         help="seconds per timing, sets calls per timing from CE "
+                              "(default 0.1, --quick 0.02)")
+    options.add_argument("--quick", action="store_true",
+                         help="C in {1000, 100000}, 3 repeats, short timings (~3 min)")
+    options.add_argument("--torch-compile", action="store_true")
+    args = options.parse_args(argv)
     if args.classes is None:
         args.classes = [1000, 100000] if args.quick else list(CLASSES)
     if args.repeats is None:
@@ -309,40 +287,13 @@ def main(argv=None):
     if args.worker_out:
         return worker(args)
 
-    report = {"command": " ".join([os.path.basename(sys.executable)] + sys.argv),
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                          "python": platform.python_version()},
-              "settings": {k: v for k, v in vars(args).items() if k != "worker_out"},
-              "backends": []}
-    for backend in args.backends:
-        with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
-            path = handle.name
-        cmd = [sys.executable, __file__, "--worker-out", path,
-               "--classes", *map(str, args.classes), "--repeats", str(args.repeats),
-               "--min-time", str(args.min_time), "--batch-size", str(args.batch_size)]
-        if args.losses:
-            cmd += ["--losses", *args.losses]
-        if args.torch_compile:
-            cmd.append("--torch-compile")
-        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-        start = time.perf_counter()
-        proc = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True)
-        print(f"{backend}: {time.perf_counter() - start:.0f} s", file=sys.stderr)
-        if proc.returncode != 0:
-            tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
-            report["backends"].append({"backend": backend, "error": tail})
-            print(proc.stderr[-3000:], file=sys.stderr)
-        else:
-            for line in proc.stderr.splitlines():
-                if line.startswith("["):
-                    print(line, file=sys.stderr)
-            report["backends"].append(json.loads(pathlib.Path(path).read_text()))
-        os.unlink(path)
-    pathlib.Path(args.out).write_text(json.dumps(report, indent=1))
-    table = markdown(report)
-    if args.markdown:
-        pathlib.Path(args.markdown).write_text(table + "\n")
-    print(table)
+    report = new_report(args)
+    worker_argv = ["--classes", *args.classes, "--repeats", args.repeats,
+                   "--min-time", args.min_time, "--batch-size", args.batch_size]
+    worker_argv += ["--losses", *args.losses] if args.losses else []
+    worker_argv += ["--torch-compile"] if args.torch_compile else []
+    report["backends"] = run_backends(__file__, args, worker_argv)
+    write_outputs(args, report, markdown(report))
 
 
 if __name__ == "__main__":

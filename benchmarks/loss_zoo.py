@@ -1,13 +1,20 @@
 """The table of losses the benchmarks measure: one constructor per name.
 
 Losses are discovered from ``keras_margins.losses.__all__``; this table only
-says how to build each one for ``C`` classes (the hyper-parameters of the
-papers). A loss in ``__all__`` that is missing here is reported as "no
+says how to build each one for ``C`` classes, with the papers' hyper-parameters
+from ``applications.hyperparameters.HYPERPARAMETERS`` (the table the training
+recipes read). A loss in ``__all__`` that is missing here is reported as "no
 constructor" by the benchmarks instead of being silently skipped, so a loss
 that lands later shows up.
 """
 
+import pathlib
+import sys
+
 import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from applications.hyperparameters import hyperparameters as hp  # noqa: E402
 
 #: Names in ``keras_margins.losses.__all__`` that are not losses.
 NOT_LOSSES = {"MarginLoss", "EqualizationStatistics"}
@@ -35,34 +42,33 @@ def constructors(losses_module=None):
     L = losses_module
 
     ce = lambda: keras.losses.SparseCategoricalCrossentropy(from_logits=True)  # noqa: E731
+    def class_balanced(loss_type):
+        return lambda n: L.ClassBalancedLoss(n, **hp("class-balanced", loss_type=loss_type))
+
     table = {
-        "LDAMLoss": lambda n: L.LDAMLoss(n, max_margin=0.5, scale=30.0),
-        "ELMLoss": lambda n: L.ELMLoss(n, lam=1.0, max_margin=0.5, scale=30.0),
-        "FocalLoss": lambda n: L.FocalLoss(gamma=1.0),
-        "ClassBalancedLoss": lambda n: L.ClassBalancedLoss(n, beta=0.9999, loss_type="softmax"),
-        "ClassBalancedLoss[focal]": lambda n: L.ClassBalancedLoss(n, beta=0.9999,
-                                                                  loss_type="focal"),
-        "ClassBalancedLoss[sigmoid]": lambda n: L.ClassBalancedLoss(n, beta=0.9999,
-                                                                    loss_type="sigmoid"),
-        "LogitAdjustedLoss": lambda n: L.LogitAdjustedLoss(n, tau=1.0),
-        "InfluenceBalancedLoss": lambda n: L.InfluenceBalancedLoss(n, alpha=1000.0),
+        "LDAMLoss": lambda n: L.LDAMLoss(n, **hp("ldam")),
+        "ELMLoss": lambda n: L.ELMLoss(n, **hp("elm")),
+        "FocalLoss": lambda n: L.FocalLoss(**hp("focal")),
+        "ClassBalancedLoss": class_balanced("softmax"),
+        "ClassBalancedLoss[focal]": class_balanced("focal"),
+        "ClassBalancedLoss[sigmoid]": class_balanced("sigmoid"),
+        "LogitAdjustedLoss": lambda n: L.LogitAdjustedLoss(n, **hp("logit-adjusted")),
+        "InfluenceBalancedLoss": lambda n: L.InfluenceBalancedLoss(n, **hp("influence-balanced")),
         "EqualizationLossV2": lambda n: L.EqualizationLossV2(num_classes=len(n)),
-        "MaxMarginLoss": lambda n: L.MaxMarginLoss(delta_neg=1.29, beta=1.528, scale=26.0,
-                                                   class_counts=n),
-        "KPSLoss": lambda n: L.KPSLoss(n, max_margin=0.5, scale=15.0),
-        "KPSLoss[GA]": lambda n: L.KPSLoss(n, max_margin=0.5, scale=15.0,
-                                           gradient_adjustment=True),
-        "LMSCELoss": lambda n: L.LMSCELoss(lam=0.3),
-        "LMSoftmaxLoss": lambda n: L.LMSoftmaxLoss(scale=5.0),
-        "GMSoftmaxLoss": lambda n: L.GMSoftmaxLoss(1.0, 1.0, 0.0, 0.5, scale=16.0),
-        "SampleMarginLoss": lambda n: L.SampleMarginLoss(ce(), weight=0.5),
-        "SampleMarginLoss[NormFace]": lambda n: L.SampleMarginLoss(L.NormFaceLoss(16.0),
-                                                                   weight=0.5),
-        "CombinedMarginLoss": lambda n: L.CombinedMarginLoss(1.0, 0.3, 0.2, scale=64.0),
-        "NormFaceLoss": lambda n: L.NormFaceLoss(scale=16.0),
-        "CosFaceLoss": lambda n: L.CosFaceLoss(margin=0.35, scale=64.0),
-        "ArcFaceLoss": lambda n: L.ArcFaceLoss(margin=0.5, scale=64.0),
-        "SphereFaceLoss": lambda n: L.SphereFaceLoss(margin=1.35, scale=30.0),
+        "MaxMarginLoss": lambda n: L.MaxMarginLoss(**hp("mm-ldam-cifar100", class_counts=n)),
+        "KPSLoss": lambda n: L.KPSLoss(n, **hp("kps")),
+        "KPSLoss[GA]": lambda n: L.KPSLoss(n, **hp("kps", gradient_adjustment=True)),
+        "LMSCELoss": lambda n: L.LMSCELoss(**hp("lmsce")),
+        "LMSoftmaxLoss": lambda n: L.LMSoftmaxLoss(**hp("lm-softmax")),
+        "GMSoftmaxLoss": lambda n: L.GMSoftmaxLoss(**hp("gm-softmax")),
+        "SampleMarginLoss": lambda n: L.SampleMarginLoss(ce(), **hp("sample-margin")),
+        "SampleMarginLoss[NormFace]": lambda n: L.SampleMarginLoss(
+            L.NormFaceLoss(**hp("normface-face")), **hp("sample-margin")),
+        "CombinedMarginLoss": lambda n: L.CombinedMarginLoss(**hp("combined-margin-face")),
+        "NormFaceLoss": lambda n: L.NormFaceLoss(**hp("normface-face")),
+        "CosFaceLoss": lambda n: L.CosFaceLoss(**hp("cosface-face")),
+        "ArcFaceLoss": lambda n: L.ArcFaceLoss(**hp("arcface-face")),
+        "SphereFaceLoss": lambda n: L.SphereFaceLoss(**hp("sphereface-face")),
     }
     extra = {"InfluenceBalancedLoss": 1}
     return {name: (make, extra.get(name, 0)) for name, make in table.items()}
@@ -77,7 +83,9 @@ def loss_names(only=None):
     from keras_margins import losses as L
 
     table = constructors()
-    exported = [n for n in L.__all__ if n not in NOT_LOSSES]
+    # classes only: the functional forms (``ldam_loss``, ...) compute the same values
+    exported = [n for n in L.__all__
+                if n not in NOT_LOSSES and isinstance(getattr(L, n), type)]
     names = [n for n in table if n.split("[")[0] in exported]
     missing = [n for n in exported if n not in table]
     if only:

@@ -25,28 +25,15 @@ relative difference between backends against the tolerance ``--rtol``.
     python benchmarks/train_step.py --backends jax --losses LDAMLoss ELMLoss --repeats 5
 """
 
-import argparse
-import json
-import os
-import pathlib
-import platform
-import subprocess
 import sys
-import tempfile
 import time
 
-HERE = pathlib.Path(__file__).resolve().parent
-ROOT = HERE.parent
-BACKENDS = ("jax", "tensorflow", "torch")
-CE = "CrossEntropy"
+from driver import BACKENDS, median, new_report, parser, prepare_worker, run_backends, \
+    timed, write_outputs, write_worker_result
+from loss_overhead import CE
+
 QUICK_LOSSES = ["LDAMLoss", "ELMLoss", "MaxMarginLoss", "KPSLoss", "LMSCELoss",
                 "SampleMarginLoss", "InfluenceBalancedLoss"]
-
-
-def _median(values):
-    values = sorted(values)
-    n = len(values)
-    return values[n // 2] if n % 2 else 0.5 * (values[n // 2 - 1] + values[n // 2])
 
 
 def _batch(batch_size, num_classes, seed=0):
@@ -135,11 +122,9 @@ def _loss_share(out, table, counts, args):
     """
     import keras
 
-    from loss_overhead import _inputs, _step_jax, _step_tensorflow, _step_torch, _time
+    from loss_overhead import _inputs, step_builder
 
-    backend = keras.backend.backend()
-    build = {"jax": _step_jax, "tensorflow": _step_tensorflow,
-             "torch": lambda l, s, y: _step_torch(l, s, y)}[backend]
+    build = step_builder(keras.backend.backend())
     runs = {}
     for name, result in out["losses"].items():
         if "error" in result:
@@ -153,30 +138,26 @@ def _loss_share(out, table, counts, args):
         runs[name], _ = build(loss, scores, labels)
         runs[name]()
         runs[name]()
-    calls = max(1, int(0.05 / max(_time(runs[CE], 3), 1e-6)))
+    calls = max(1, int(0.05 / max(timed(runs[CE], 3), 1e-6)))
     times = {name: [] for name in runs}
     for _ in range(5):
         for name, run in runs.items():
-            times[name].append(_time(run, calls))
-    ce_loss_s = _median(times[CE])
+            times[name].append(timed(run, calls))
+    ce_loss_s = median(times[CE])
     ce_step_s = out["losses"][CE]["step_ms"] / 1e3
     for name in runs:
-        loss_s = _median(times[name])
+        loss_s = median(times[name])
         out["losses"][name].update(loss_only_ms=1e3 * loss_s,
                                    loss_share_vs_ce_step=(loss_s - ce_loss_s) / ce_step_s)
 
 
 def worker(args):
-    if os.environ.get("KERAS_BACKEND") == "torch":
-        import torch  # noqa: F401  (before TensorFlow)
+    backend = prepare_worker()
     import keras
     import numpy as np
 
-    sys.path.insert(0, str(HERE))
-    sys.path.insert(0, str(ROOT))
     from loss_zoo import constructors, long_tail_counts, loss_names
 
-    backend = keras.backend.backend()
     table = constructors()
     names, missing = loss_names(args.losses)
     counts = long_tail_counts(args.num_classes)
@@ -228,16 +209,16 @@ def worker(args):
         times = out["losses"][name]["times"]
         ratios = [t / c for t, c in zip(times, ce_times)]
         out["losses"][name].update(
-            step_ms=1e3 * _median(times),
-            images_per_s=args.batch_size / _median(times),
-            extra_vs_ce=_median(ratios) - 1.0,
+            step_ms=1e3 * median(times),
+            images_per_s=args.batch_size / median(times),
+            extra_vs_ce=median(ratios) - 1.0,
             extra_min=min(ratios) - 1.0, extra_max=max(ratios) - 1.0)
     print(f"[{backend}] CE step {out['losses'][CE]['step_ms']:.0f} ms", file=sys.stderr,
           flush=True)
     if args.loss_share:
         _loss_share(out, table, counts, args)
     np.asarray(0)
-    pathlib.Path(args.worker_out).write_text(json.dumps(out, indent=1))
+    write_worker_result(args, out)
 
 
 def markdown(report, rtol):
@@ -307,27 +288,25 @@ def markdown(report, rtol):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
-    parser.add_argument("--losses", nargs="+", default=None)
-    parser.add_argument("--num-classes", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=None, help="steps per timing")
-    parser.add_argument("--repeats", type=int, default=None, help="round-robin rounds")
-    parser.add_argument("--pipeline-seconds", type=float, default=None)
-    parser.add_argument("--no-check", dest="check", action="store_false")
-    parser.add_argument("--no-loss-share", dest="loss_share", action="store_false",
-                        help="skip timing each loss alone (its extra cost as a share "
-                             "of the CE step)")
-    parser.add_argument("--rtol", type=float, default=1e-4)
-    parser.add_argument("--quick", action="store_true",
-                        help=f"losses {', '.join(QUICK_LOSSES)}; 2 rounds of 2 steps")
-    parser.add_argument("--out", default="train_step.json")
-    parser.add_argument("--markdown", default=None)
-    parser.add_argument("--worker-out", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    options = parser(__doc__, "train_step.json", backends=BACKENDS)
+    options.add_argument("--losses", nargs="+", default=None,
+                         help="only these losses (default: every loss in __all__)")
+    options.add_argument("--num-classes", type=int, default=10, help="default 10")
+    options.add_argument("--batch-size", type=int, default=128, help="default 128")
+    options.add_argument("--steps", type=int, default=None,
+                         help="steps per timing (default 5, --quick 2)")
+    options.add_argument("--repeats", type=int, default=None,
+                         help="round-robin rounds (default 5, --quick 2)")
+    options.add_argument("--pipeline-seconds", type=float, default=None,
+                         help="seconds of input-pipeline timing (default 15, --quick 5)")
+    options.add_argument("--no-check", dest="check", action="store_false")
+    options.add_argument("--no-loss-share", dest="loss_share", action="store_false",
+                         help="skip timing each loss alone (its extra cost as a share "
+                              "of the CE step)")
+    options.add_argument("--rtol", type=float, default=1e-4, help="default 1e-4")
+    options.add_argument("--quick", action="store_true",
+                         help=f"losses {', '.join(QUICK_LOSSES)}; 2 rounds of 2 steps")
+    args = options.parse_args(argv)
     if args.losses is None and args.quick:
         args.losses = QUICK_LOSSES
     args.steps = args.steps or (2 if args.quick else 5)
@@ -337,39 +316,15 @@ def main(argv=None):
     if args.worker_out:
         return worker(args)
 
-    report = {"command": " ".join([os.path.basename(sys.executable)] + sys.argv),
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-              "settings": {k: v for k, v in vars(args).items() if k != "worker_out"},
-              "backends": []}
-    for backend in args.backends:
-        with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as handle:
-            path = handle.name
-        cmd = [sys.executable, __file__, "--worker-out", path,
-               "--num-classes", str(args.num_classes), "--batch-size", str(args.batch_size),
-               "--steps", str(args.steps), "--repeats", str(args.repeats),
-               "--pipeline-seconds", str(args.pipeline_seconds)]
-        if args.losses:
-            cmd += ["--losses", *args.losses]
-        if not args.check:
-            cmd.append("--no-check")
-        if not args.loss_share:
-            cmd.append("--no-loss-share")
-        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-        start = time.perf_counter()
-        proc = subprocess.run(cmd, env=env, stderr=subprocess.PIPE, text=True)
-        print(f"{backend}: {time.perf_counter() - start:.0f} s", file=sys.stderr)
-        if proc.returncode != 0:
-            report["backends"].append({"backend": backend,
-                                       "error": proc.stderr.strip().splitlines()[-1][:300]})
-            print(proc.stderr[-3000:], file=sys.stderr)
-        else:
-            report["backends"].append(json.loads(pathlib.Path(path).read_text()))
-        os.unlink(path)
-    pathlib.Path(args.out).write_text(json.dumps(report, indent=1))
-    table = markdown(report, args.rtol)
-    if args.markdown:
-        pathlib.Path(args.markdown).write_text(table + "\n")
-    print(table)
+    report = new_report(args)
+    worker_argv = ["--num-classes", args.num_classes, "--batch-size", args.batch_size,
+                   "--steps", args.steps, "--repeats", args.repeats,
+                   "--pipeline-seconds", args.pipeline_seconds]
+    worker_argv += ["--losses", *args.losses] if args.losses else []
+    worker_argv += [] if args.check else ["--no-check"]
+    worker_argv += [] if args.loss_share else ["--no-loss-share"]
+    report["backends"] = run_backends(__file__, args, worker_argv)
+    write_outputs(args, report, markdown(report, args.rtol))
 
 
 if __name__ == "__main__":

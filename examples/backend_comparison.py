@@ -23,8 +23,9 @@ import subprocess
 import sys
 import time
 
-DEFAULT_DATA = pathlib.Path(os.environ.get(
-    "KERAS_MARGINS_DATA", pathlib.Path(__file__).resolve().parents[2] / "shared" / "datasets"))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from applications import cli  # noqa: E402  (does not import Keras)
 
 
 def train(args):
@@ -36,8 +37,8 @@ def train(args):
 
     import keras_margins as km
 
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
     from applications.data import load_dataset  # tf.data or PyDataset, on every backend
+    from applications.protocol import PAPER_PROTOCOL
 
     data = load_dataset("fashion-mnist-lt", args.data_dir, imbalance_ratio=100,
                         max_per_class=50 if args.smoke else None)
@@ -53,7 +54,7 @@ def train(args):
         h = keras.layers.MaxPooling2D()(h) if filters == 32 else h
     h = keras.layers.GlobalAveragePooling2D()(h)
     model = keras.Model(inputs, km.layers.CosineDense(10)(h))
-    drw_epoch = km.schedules.scaled_epochs(160, args.epochs)
+    drw_epoch = PAPER_PROTOCOL.rescaled(args.epochs).drw_epoch
     learning_rate = keras.optimizers.schedules.PiecewiseConstantDecay(
         [drw_epoch * len(train_data)], [0.05, 0.005])     # ten-fold decay with DRW
     model.compile(optimizer=keras.optimizers.SGD(learning_rate, momentum=0.9),
@@ -76,10 +77,12 @@ def train(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax", "torch"],
-                        choices=["tensorflow", "jax", "torch"])
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--data-dir", type=pathlib.Path, default=DEFAULT_DATA)
+    parser.add_argument("--backends", nargs="+", default=list(cli.BACKENDS),
+                        choices=cli.BACKENDS,
+                        help="Keras backends to compare, each in a fresh process with "
+                             "KERAS_BACKEND set (default: all three)")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs (default 3)")
+    cli.add_data_dir_argument(parser, "; reads its fashion-mnist/ folder")
     parser.add_argument("--smoke", action="store_true",
                         default=os.environ.get("KERAS_MARGINS_SMOKE", "") == "1",
                         help="2 epochs of 3 steps per backend (also KERAS_MARGINS_SMOKE=1)")
@@ -92,8 +95,9 @@ def main():
 
     rows = []
     for backend in args.backends:
-        command = [sys.executable, __file__, "--worker", backend, "--epochs", str(args.epochs),
-                   "--data-dir", str(args.data_dir)] + (["--smoke"] if args.smoke else [])
+        command = [sys.executable, __file__, "--worker", backend, "--epochs", str(args.epochs)]
+        command += ["--data-dir", str(args.data_dir)] if args.data_dir else []
+        command += ["--smoke"] if args.smoke else []
         env = dict(os.environ, KERAS_BACKEND=backend)
         done = subprocess.run(command, env=env, capture_output=True, text=True)
         lines = [l for l in done.stdout.splitlines() if l.startswith("RESULT ")]

@@ -18,27 +18,34 @@ A loss's class weights are constants of a compiled step (``tf.function``,
 import argparse
 import os
 import pathlib
+import sys
 
-import keras
-import numpy as np
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-import keras_margins as km
+from applications import cli  # noqa: E402  (does not import Keras)
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-parser.add_argument("--data-dir", type=pathlib.Path,
-                    default=pathlib.Path(os.environ.get(
-                        "KERAS_MARGINS_DATA",
-                        pathlib.Path(__file__).resolve().parents[2] / "shared" / "datasets")))
-parser.add_argument("--epochs", type=int, default=6)
+cli.add_data_dir_argument(parser, "; reads its fashion-mnist/ folder")
+parser.add_argument("--epochs", type=int, default=6, help="epochs (default 6)")
 parser.add_argument("--smoke", action="store_true",
                     default=os.environ.get("KERAS_MARGINS_SMOKE", "") == "1",
                     help="2 epochs of 3 steps (also KERAS_MARGINS_SMOKE=1)")
+cli.add_backend_argument(parser)
 args = parser.parse_args()
+cli.use_backend(args.backend)
+data_dir = args.data_dir or cli.default_data_dir()
 epochs = 2 if args.smoke else args.epochs
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import keras_margins as km  # noqa: E402
+from applications.protocol import PAPER_PROTOCOL  # noqa: E402
+
 backend = keras.backend.backend()
 
 # Data: Fashion-MNIST made long-tailed (ratio 100) with the LDAM-DRW selection rule.
-folder = args.data_dir / "fashion-mnist"
+folder = data_dir / "fashion-mnist"
 x_train = km.data.read_idx(folder / "train-images-idx3-ubyte.gz")[..., None] / 255.0
 y_train = km.data.read_idx(folder / "train-labels-idx1-ubyte.gz").astype("int32")
 x_test = km.data.read_idx(folder / "t10k-images-idx3-ubyte.gz")[..., None] / 255.0
@@ -122,7 +129,7 @@ def make_train_step():
 
 
 rng = np.random.RandomState(0)
-drw_epoch = km.schedules.scaled_epochs(160, epochs) if not args.smoke else 1
+drw_epoch = PAPER_PROTOCOL.rescaled(epochs).drw_epoch if not args.smoke else 1
 train_step = make_train_step()
 for epoch in range(epochs):
     if epoch == drw_epoch:  # DRW: class-balanced weights, then a fresh compiled step
@@ -142,4 +149,4 @@ for epoch in range(epochs):
           f"{'  (DRW)' if epoch >= drw_epoch else ''}")
 
 report = km.evaluate_long_tailed(model, (x_test, y_test), counts)
-print(km.evaluation.markdown_table({f"ELM+DRW ({backend})": report}))
+print(km.reporting.markdown_table({f"ELM+DRW ({backend})": report}))

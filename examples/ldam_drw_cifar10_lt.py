@@ -16,7 +16,8 @@ The paper reports 77.0 % top-1 at 200 epochs (CE 70.4 %). Measured with the
 same model, loss and schedule at 30 epochs (``python -m applications.train
 --dataset cifar10-lt --recipe ce ldam-drw --epochs 30``, PyTorch, seed 0, last
 epoch): LDAM-DRW 61.4 % against CE 49.6 % (+11.8 points; README "Results").
-Run from the repository root (it uses ``applications`` for the model and data).
+Run from the repository root (it uses ``applications`` for the model, data and
+protocol).
 """
 
 import argparse
@@ -26,23 +27,27 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+from applications import cli  # noqa: E402  (does not import Keras)
+
+parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+cli.add_data_dir_argument(parser, "; reads its cifar10/ folder")
+parser.add_argument("--epochs", type=int, default=200, help="epochs (default 200)")
+parser.add_argument("--smoke", action="store_true",
+                    default=os.environ.get("KERAS_MARGINS_SMOKE", "") == "1",
+                    help="1 epoch of 2 steps on a small subset with a 1-block-per-stage "
+                         "ResNet (ResNet-8), to keep CI fast (also KERAS_MARGINS_SMOKE=1)")
+cli.add_backend_argument(parser)
+args = parser.parse_args()
+cli.use_backend(args.backend)
+epochs = 1 if args.smoke else args.epochs
+
 import keras  # noqa: E402
 
 import keras_margins as km  # noqa: E402
 from applications.data import load_dataset  # noqa: E402
 from applications.models import resnet32  # noqa: E402
 from applications.optimizers import CoupledSGD  # noqa: E402
-
-parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-parser.add_argument("--data-dir", type=pathlib.Path, default=None,
-                    help="folder holding cifar10/cifar10-jpeg.tar.gz (default ../shared/datasets)")
-parser.add_argument("--epochs", type=int, default=200)
-parser.add_argument("--smoke", action="store_true",
-                    default=os.environ.get("KERAS_MARGINS_SMOKE", "") == "1",
-                    help="1 epoch of 2 steps on a small subset with a 1-block-per-stage "
-                         "ResNet (ResNet-8), to keep CI fast (also KERAS_MARGINS_SMOKE=1)")
-args = parser.parse_args()
-epochs = 1 if args.smoke else args.epochs
+from applications.protocol import PAPER_PROTOCOL  # noqa: E402
 
 # Data: tf.data pipelines, or keras.utils.PyDatasets where TensorFlow is not
 # installed (keras_margins.data.cifar10_lt), over the LDAM-DRW subset
@@ -61,16 +66,18 @@ model = resnet32(num_classes=10, head="cosine", blocks_per_stage=1 if args.smoke
 
 # lr 0.1, linear warm-up, x0.01 at 80% and x0.0001 at 90% of training; SGD with
 # momentum 0.9 and weight decay 2e-4 added to the gradient as torch.optim.SGD does.
-drw_epoch, second_decay = km.schedules.scaled_epochs(epochs, [160, 180])
+protocol = PAPER_PROTOCOL.rescaled(epochs)   # the 200-epoch protocol at this length
+first_decay, second_decay = protocol.decay_epochs    # DRW starts with the first
 schedule = km.schedules.WarmupStepDecay(
-    0.1, steps_per_epoch=len(train), warmup_epochs=km.schedules.scaled_epochs(epochs, 5),
-    decay_epochs=(drw_epoch, max(second_decay, drw_epoch + 1)), decay_factors=(0.01, 0.0001))
+    0.1, steps_per_epoch=len(train), warmup_epochs=protocol.warmup_epochs,
+    decay_epochs=(first_decay, max(second_decay, first_decay + 1)),
+    decay_factors=protocol.decay_factors)
 model.compile(optimizer=CoupledSGD(schedule, momentum=0.9, coupled_weight_decay=2e-4),
               loss=km.losses.LDAMLoss(counts, max_margin=0.5, scale=30.0),
               metrics=["accuracy"])
 model.fit(train, epochs=epochs, verbose=2, shuffle=False,
-          callbacks=[km.callbacks.DeferredReweighting(counts, start_epoch=drw_epoch)])
+          callbacks=[km.callbacks.DeferredReweighting(counts, start_epoch=protocol.drw_epoch)])
 
 # Last-epoch results, as the paper reports them.
 report = km.evaluate_long_tailed(model, data.test, counts)
-print(km.evaluation.markdown_table({"LDAM-DRW": report}))
+print(km.reporting.markdown_table({"LDAM-DRW": report}))

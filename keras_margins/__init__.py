@@ -9,14 +9,16 @@ run unchanged on the TensorFlow, JAX and PyTorch backends.
 
 import importlib
 
-from keras_margins import callbacks, layers, losses, ops, priors, schedules
+from keras_margins import callbacks, layers, losses, ops, priors, schedules, validation
 
 __version__ = "0.1.0"
 
-_LAZY_MODULES = {"data", "metrics", "regularizers", "evaluation"}
+_LAZY_MODULES = {"data", "metrics", "regularizers", "evaluation", "margins", "groups",
+                 "reporting"}
 
-__all__ = ["callbacks", "data", "evaluate_long_tailed", "layers", "losses", "metrics",
-           "ops", "priors", "regularizers", "schedules", "__version__"]
+__all__ = ["callbacks", "data", "evaluate_long_tailed", "evaluation", "groups", "layers",
+           "losses", "margins", "metrics", "ops", "priors", "regularizers", "reporting",
+           "schedules", "validation", "__version__"]
 
 
 def __getattr__(name):

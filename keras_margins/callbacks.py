@@ -12,15 +12,21 @@ The stage is a pure function of the epoch index the callback is given in
 stage. When the stage changes, the model's compiled train and test functions
 are rebuilt: under ``jit`` (TensorFlow, JAX, torch.compile) a loss attribute is
 a trace-time constant, and changing it alone would be silently ignored.
+
+``ClassMarginLogger`` records the class margin of a ``CosineDense`` head
+(``keras_margins.margins.class_margin``) at each epoch end.
 """
 
 import warnings
 
 import keras
 
-from keras_margins.priors import class_balanced_weights, validate_class_counts
+from keras_margins.margins import class_margin, find_cosine_head
+from keras_margins.priors import class_balanced_weights
+from keras_margins.validation import validate_class_counts, validate_start_epoch
 
-__all__ = ["StageSwitch", "DeferredReweighting", "GradientAdjustment", "find_losses"]
+__all__ = ["StageSwitch", "DeferredReweighting", "GradientAdjustment", "ClassMarginLogger",
+           "find_losses"]
 
 
 def _walk_losses(loss):
@@ -46,13 +52,6 @@ def find_losses(model, predicate):
     return [loss for loss in _walk_losses(getattr(model, "loss", None)) if predicate(loss)]
 
 
-def _check_start_epoch(start_epoch):
-    if isinstance(start_epoch, bool) or not isinstance(start_epoch, int) or start_epoch < 0:
-        raise ValueError(f"`start_epoch` must be a non-negative integer (0-based epoch), "
-                         f"received {start_epoch!r}.")
-    return start_epoch
-
-
 class StageSwitch(keras.callbacks.Callback):
     """Base: a two-stage switch at 0-based ``start_epoch`` applied to losses.
 
@@ -65,7 +64,7 @@ class StageSwitch(keras.callbacks.Callback):
 
     def __init__(self, start_epoch):
         super().__init__()
-        self.start_epoch = _check_start_epoch(start_epoch)
+        self.start_epoch = validate_start_epoch(start_epoch)
         self.second_stage = None
 
     def accepts(self, loss):
@@ -194,3 +193,59 @@ class GradientAdjustment(StageSwitch):
             return False
         loss.gradient_adjustment = second_stage
         return True
+
+
+@keras.saving.register_keras_serializable(package="keras_margins")
+class ClassMarginLogger(keras.callbacks.Callback):
+    """Logs the class margin (degrees) of a ``CosineDense`` layer at each epoch end.
+
+    Adds ``logs[key]`` (so it appears in ``History`` and other callbacks that
+    run after it) and appends to ``self.margins``.
+
+    Args:
+        layer: the ``CosineDense`` layer, its name, or None for the model's last
+            ``CosineDense`` layer.
+        key: the name of the log entry.
+
+    Example:
+    ```python
+    history = model.fit(x, y, epochs=5, callbacks=[km.callbacks.ClassMarginLogger()])
+    history.history["class_margin"]
+    ```
+    """
+
+    def __init__(self, layer=None, key="class_margin"):
+        super().__init__()
+        if layer is not None and not isinstance(layer, str) \
+                and not hasattr(layer, "normalized_kernel"):
+            raise ValueError(f"`layer` must be a CosineDense layer, its name, or None; "
+                             f"received {layer!r}.")
+        self.layer = layer
+        self.key = key
+        self.margins = []
+
+    def _head(self):
+        if self.layer is None:
+            head = find_cosine_head(self.model)
+            if head is None:
+                raise ValueError("ClassMarginLogger found no CosineDense layer in the model; "
+                                 "pass `layer=`.")
+            return head
+        if isinstance(self.layer, str):
+            return self.model.get_layer(self.layer)
+        return self.layer
+
+    def on_train_begin(self, logs=None):
+        self.margins = []
+        self._head()  # fail before the first epoch, not after it
+
+    def on_epoch_end(self, epoch, logs=None):
+        margin = class_margin(self._head())
+        self.margins.append(margin)
+        if logs is not None:
+            logs[self.key] = margin
+
+    def get_config(self):
+        layer = self.layer if self.layer is None or isinstance(self.layer, str) \
+            else self.layer.name
+        return {"layer": layer, "key": self.key}

@@ -1,19 +1,19 @@
-"""One-call long-tailed evaluation, Markdown tables and seed aggregation.
+"""One-call long-tailed evaluation.
 
 ``evaluate_long_tailed(model, dataset, class_counts)`` runs the model once over
 a test set and returns everything the seed papers report (top-1/3/5,
 per-class, many/medium/few-shot and balanced accuracy, ECE, class margin of a
 ``CosineDense`` head, sample margins) as a JSON-serialisable dict;
 ``evaluate_predictions(outputs, labels, class_counts)`` builds the same dict
-from outputs already computed.
-``markdown_table`` formats results in the papers' layout
-(``Method | Many | Medium | Few | All``) and ``aggregate_seeds`` turns runs
-over several seeds into mean and standard deviation.
+from outputs already computed. The report is computed in float64 NumPy from
+the outputs and labels. ``keras_margins.reporting`` formats reports as
+Markdown tables and aggregates them over seeds.
 
 Undefined values are ``None`` (JSON ``null``), never NaN: a shot group with no
 classes (e.g. few-shot on a training set where every class has >= 20 images),
 a class with no test samples, or a top-k with k larger than the number of
-classes (that key is then left out).
+classes (that key is then left out). ``group_descriptions`` says what each
+shot group means and, for an undefined group, why.
 """
 
 import math
@@ -21,24 +21,15 @@ import numbers
 
 import keras
 import numpy as np
-from keras import ops
 
-from keras_margins.metrics import (ExpectedCalibrationError, PerClassAccuracy,
-                                   _numpy_labels, _per_class_summary, class_margin,
-                                   find_cosine_head, shot_groups)
-from keras_margins.priors import validate_class_counts
+from keras_margins.groups import SHOT_GROUPS, empty_group_reason, shot_group_rules, shot_groups
+from keras_margins.margins import class_margin, find_cosine_head, per_class_summary
+from keras_margins.validation import (validate_class_counts, validate_labels,
+                                      validate_logit_scale, validate_num_bins)
 
-__all__ = ["evaluate_long_tailed", "evaluate_predictions", "default_logit_scale",
-           "markdown_table", "aggregate_seeds"]
+__all__ = ["evaluate_long_tailed", "evaluate_predictions", "default_logit_scale"]
 
-# Keys whose values are fractions in [0, 1] (shown as percentages in tables).
-_FRACTION_KEYS = {"top1", "top3", "top5", "all", "many", "medium", "few",
-                  "balanced_accuracy", "ece", "per_class_accuracy"}
-_COLUMN_KEYS = {"all": "top1"}
-_CHUNK_VALUES = 1 << 22  # metric updates on chunks of up to ~4M scores (16 MB)
-_HEADERS = {"many": "Many", "medium": "Medium", "few": "Few", "all": "All", "top1": "Top-1",
-            "top3": "Top-3", "top5": "Top-5", "balanced_accuracy": "Balanced", "ece": "ECE",
-            "class_margin": "Class margin"}
+_CHUNK_VALUES = 1 << 22  # evaluate_predictions works on chunks of up to ~4M scores
 
 
 def _split_batch(batch):
@@ -108,13 +99,18 @@ def default_logit_scale(model):
     return 1.0
 
 
+def _softmax(logits):
+    shifted = logits - np.max(logits, axis=1, keepdims=True)
+    exponentials = np.exp(shifted)
+    return exponentials / np.sum(exponentials, axis=1, keepdims=True)
+
+
 class _Evaluation:
     """The streaming state behind ``evaluate_predictions`` and ``evaluate_long_tailed``.
 
-    ``add(outputs, labels)`` takes one batch (checked, margins kept, metrics
-    updated on chunks of up to ``_CHUNK_VALUES`` scores: far fewer eager
-    dispatches and, on JAX, far fewer per-shape compilations); ``result``
-    returns the report dict.
+    ``add(outputs, labels)`` takes one batch, checks it and accumulates
+    per-class hits, top-k hits, ECE bin sums and sample margins in NumPy;
+    ``result`` returns the report dict.
     """
 
     def __init__(self, class_counts, top_k, num_bins, from_logits, logit_scale,
@@ -122,13 +118,32 @@ class _Evaluation:
         self.counts = validate_class_counts(class_counts)
         self.groups = shot_groups(self.counts, many_threshold, few_threshold)
         self.thresholds = {"many": many_threshold, "few": few_threshold}
+        self.rules = shot_group_rules(many_threshold, few_threshold)
         self.top_k = sorted({int(k) for k in top_k} - {1})
-        self.num_bins, self.from_logits = num_bins, from_logits
-        self.logit_scale = float(logit_scale)
+        self.num_bins = validate_num_bins(num_bins)
+        self.from_logits = bool(from_logits)
+        self.logit_scale = validate_logit_scale(logit_scale)
         self.num_classes = None
-        self.per_class = self.top_metrics = self.ece = None
         self.margins, self.labels_seen = [], []
-        self.pending_outputs, self.pending_labels = [], []
+
+    def _start(self, num_classes):
+        validate_class_counts(self.counts, num_classes=num_classes)
+        self.num_classes = num_classes
+        self.correct = np.zeros((num_classes,), dtype=np.int64)
+        self.top_hits = {k: 0 for k in self.top_k if k <= num_classes}
+        self.bin_count = np.zeros((self.num_bins,), dtype=np.float64)
+        self.bin_confidence = np.zeros((self.num_bins,), dtype=np.float64)
+        self.bin_correct = np.zeros((self.num_bins,), dtype=np.float64)
+
+    def _probabilities(self, outputs):
+        if self.from_logits:
+            return _softmax(outputs.astype(np.float64) * self.logit_scale)
+        if outputs.size and (np.min(outputs) < -1e-6 or np.max(outputs) > 1 + 1e-6):
+            raise ValueError(
+                f"from_logits=False expects probabilities in [0, 1], received values in "
+                f"[{np.min(outputs):g}, {np.max(outputs):g}]; pass from_logits=True for "
+                f"logits or cosines.")
+        return outputs.astype(np.float64)
 
     def add(self, outputs, y):
         if isinstance(outputs, (list, tuple, dict)):
@@ -139,79 +154,88 @@ class _Evaluation:
             raise ValueError(f"The model's output must be (batch, num_classes), received "
                              f"shape {outputs.shape}.")
         if self.num_classes is None:
-            num_classes = self.num_classes = outputs.shape[1]
-            validate_class_counts(self.counts, num_classes=num_classes)
-            self.per_class = PerClassAccuracy(num_classes)
-            self.ece = ExpectedCalibrationError(self.num_bins, from_logits=self.from_logits,
-                                                logit_scale=self.logit_scale)
-            self.top_metrics = {k: keras.metrics.SparseTopKCategoricalAccuracy(k=k)
-                                for k in self.top_k if k <= num_classes}
+            self._start(outputs.shape[1])
         elif outputs.shape[1] != self.num_classes:
             raise ValueError(f"The model's outputs changed from {self.num_classes} to "
                              f"{outputs.shape[1]} classes between batches.")
-        labels = _numpy_labels(np.asarray(y), self.num_classes)
+        labels = validate_labels(np.asarray(y), self.num_classes)
         if labels.shape[0] != outputs.shape[0]:
             raise ValueError(f"A batch has {labels.shape[0]} labels but {outputs.shape[0]} "
                              f"predictions.")
         rows = np.arange(labels.size)
+        target = outputs[rows, labels]
         others = outputs.astype(np.float64)
         others[rows, labels] = -np.inf
-        self.margins.append(outputs[rows, labels].astype(np.float64) - np.max(others, axis=1))
+        self.margins.append(target.astype(np.float64) - np.max(others, axis=1))
         self.labels_seen.append(labels)
-        self.pending_outputs.append(outputs)
-        self.pending_labels.append(labels)
-        if sum(len(p) for p in self.pending_labels) * self.num_classes >= _CHUNK_VALUES:
-            self._flush()
+        # Top-1: the first largest output; top-k: fewer than k outputs strictly
+        # above the target's (ties count as hits; a NaN target never does).
+        hits = np.argmax(outputs, axis=1) == labels
+        self.correct += np.bincount(labels[hits], minlength=self.num_classes)
+        rank = np.sum(outputs > np.where(np.isnan(target), -np.inf, target)[:, None], axis=1)
+        for k in self.top_hits:
+            self.top_hits[k] += int(np.sum(rank < k))
+        # ECE bins (b/M, (b+1)/M] of the top-1 confidence (Guo et al. 2017, Eq. 3).
+        probabilities = self._probabilities(outputs)
+        confidence = np.max(probabilities, axis=1)
+        right = (np.argmax(probabilities, axis=1) == labels).astype(np.float64)
+        index = np.clip(np.ceil(confidence * self.num_bins).astype(np.int64) - 1, 0,
+                        self.num_bins - 1)
+        self.bin_count += np.bincount(index, minlength=self.num_bins)
+        self.bin_confidence += np.bincount(index, weights=confidence, minlength=self.num_bins)
+        self.bin_correct += np.bincount(index, weights=right, minlength=self.num_bins)
 
-    def _flush(self):
-        if not self.pending_outputs:
-            return
-        chunk_outputs = np.concatenate(self.pending_outputs)
-        chunk_labels = np.concatenate(self.pending_labels)
-        self.pending_outputs.clear()
-        self.pending_labels.clear()
-        self.per_class.update_state(chunk_labels, chunk_outputs)
-        self.ece.update_state(chunk_labels, chunk_outputs)
-        for metric in self.top_metrics.values():
-            metric.update_state(chunk_labels, chunk_outputs)
+    def _group_descriptions(self, support):
+        descriptions = {}
+        for group in SHOT_GROUPS:
+            members = self.groups[group]
+            if not members:
+                reason = empty_group_reason(group, self.thresholds["many"],
+                                            self.thresholds["few"])
+            elif not any(support[j] > 0 for j in members):
+                reason = f"none of its {len(members)} classes has test samples"
+            else:
+                reason = None
+            descriptions[group] = {"rule": self.rules[group], "num_classes": len(members),
+                                   "reason": reason}
+        return descriptions
 
     def result(self, kernel, return_per_sample):
         if self.num_classes is None:
             raise ValueError("`dataset` yielded no batches: nothing to evaluate.")
-        self._flush()
         num_classes = self.num_classes
         labels = np.concatenate(self.labels_seen)
         margins = np.concatenate(self.margins)
         support = np.bincount(labels, minlength=num_classes)
-        accuracy = np.asarray(ops.convert_to_numpy(self.per_class.per_class_result()),
-                              dtype=np.float64)
-        correct = np.asarray(ops.convert_to_numpy(self.per_class.correct), dtype=np.float64)
+        accuracy = np.where(support > 0, self.correct / np.maximum(support, 1), np.nan)
 
         def group_mean(indices):
             present = [j for j in indices if support[j] > 0]
             return float(np.mean(accuracy[present])) if present else None
 
-        per_class_margin_min, per_class_margin_mean = _per_class_summary(margins, labels,
-                                                                         num_classes)
+        per_class_margin_min, per_class_margin_mean = per_class_summary(margins, labels,
+                                                                        num_classes)
         results = {
             "num_samples": int(labels.size),
             "num_classes": int(num_classes),
-            "top1": float(np.sum(correct) / labels.size),
+            "top1": float(np.sum(self.correct) / labels.size),
         }
-        for k, metric in self.top_metrics.items():
-            results[f"top{k}"] = float(ops.convert_to_numpy(metric.result()))
+        for k, hits in self.top_hits.items():
+            results[f"top{k}"] = float(hits / labels.size)
+        ece = np.sum(np.abs(self.bin_correct - self.bin_confidence)) / labels.size
         results.update({
             "many": group_mean(self.groups["many"]),
             "medium": group_mean(self.groups["medium"]),
             "few": group_mean(self.groups["few"]),
             "balanced_accuracy": group_mean(range(num_classes)),
-            "ece": float(ops.convert_to_numpy(self.ece.result())),
+            "ece": float(ece),
             "ece_logit_scale": self.logit_scale,
             "class_margin": class_margin(kernel) if kernel is not None else None,
             "per_class_accuracy": accuracy,
             "per_class_support": support,
             "groups": self.groups,
             "thresholds": self.thresholds,
+            "group_descriptions": self._group_descriptions(support),
             "sample_margin": {
                 "mean": float(np.mean(margins)),
                 "min": float(np.min(margins)),
@@ -242,8 +266,9 @@ def evaluate_predictions(outputs, labels, class_counts, kernel=None, top_k=(3, 5
             layer, for ``class_margin`` (``None``: ``class_margin`` is ``None``).
         logit_scale: factor applied to the outputs before the ECE softmax
             (default 1).
-        top_k, num_bins, from_logits, many_threshold, few_threshold,
-        return_per_sample: as in ``evaluate_long_tailed``.
+        top_k: as in ``evaluate_long_tailed``, like ``num_bins``,
+            ``from_logits``, ``many_threshold``, ``few_threshold`` and
+            ``return_per_sample``.
 
     Returns:
         the same JSON-serialisable dict as ``evaluate_long_tailed``.
@@ -275,14 +300,18 @@ def evaluate_long_tailed(model, dataset, class_counts, batch_size=256, top_k=(3,
     JSON-serialisable dict with fractions in [0, 1]:
 
     - ``top1`` (overall accuracy) and ``top3`` / ``top5`` (``top_k``; keys with
-      k > num_classes are left out), via ``keras.metrics.SparseTopKCategoricalAccuracy``.
+      k > num_classes are left out; ties with the target count as hits).
     - ``per_class_accuracy`` (list, ``None`` for classes without test samples)
       and ``per_class_support`` (test samples per class).
     - ``many`` / ``medium`` / ``few``: mean per-class accuracy over the classes with
       more than ``many_threshold``, between ``few_threshold`` and
       ``many_threshold``, and fewer than ``few_threshold`` training images
-      (``class_counts``); ``None`` for a group with no classes. ``groups`` lists
-      each group's classes and ``thresholds`` the thresholds.
+      (``class_counts``); ``None`` for a group with no classes (or no test
+      samples). ``groups`` lists each group's classes, ``thresholds`` the
+      thresholds and ``group_descriptions`` each group's ``rule`` (e.g. "fewer
+      than 20 training images"), ``num_classes`` and, when the group's value
+      is ``None``, the ``reason`` (e.g. "no class has fewer than 20 training
+      images"; ``None`` otherwise).
     - ``balanced_accuracy``: mean per-class accuracy.
     - ``ece``: expected calibration error (``num_bins`` bins) of
       ``softmax(logit_scale * outputs)``; ``ece_logit_scale`` records the scale
@@ -317,7 +346,7 @@ def evaluate_long_tailed(model, dataset, class_counts, batch_size=256, top_k=(3,
     Example:
     ```python
     results = km.evaluate_long_tailed(model, (x_test, y_test), class_counts)
-    print(km.evaluation.markdown_table({"LDAM-DRW": results}))
+    print(km.reporting.markdown_table({"LDAM-DRW": results}))
     ```
     """
     if batch_size is None or int(batch_size) < 1:
@@ -328,119 +357,3 @@ def evaluate_long_tailed(model, dataset, class_counts, batch_size=256, top_k=(3,
     for x, y in _batches(dataset, int(batch_size)):
         state.add(model.predict_on_batch(x), y)
     return state.result(find_cosine_head(model), return_per_sample)
-
-
-def _aggregate(values, ddof, path):
-    present = [v for v in values if v is not None]
-    if not present:
-        return None
-    first = present[0]
-    if isinstance(first, dict):
-        keys = set(first)
-        for value in present[1:]:
-            if not isinstance(value, dict) or set(value) != keys:
-                other = sorted(value) if isinstance(value, dict) else repr(value)
-                raise ValueError(f"Results differ in structure at {path or 'top level'}: "
-                                 f"keys {sorted(keys)} vs {other}.")
-        return {k: _aggregate([v[k] if v is not None else None for v in values], ddof,
-                              f"{path}.{k}" if path else k) for k in first}
-    if isinstance(first, (list, tuple)):
-        if any(not isinstance(v, (list, tuple)) or len(v) != len(first) for v in present):
-            raise ValueError(f"Results differ in length at {path}: "
-                             f"{[len(v) if isinstance(v, (list, tuple)) else v for v in present]}.")
-        return [_aggregate([v[i] if v is not None else None for v in values], ddof,
-                           f"{path}[{i}]") for i in range(len(first))]
-    if isinstance(first, bool) or not isinstance(first, numbers.Real):
-        if any(v != first for v in present):
-            raise ValueError(f"Results differ at {path}: {present!r}.")
-        return first
-    if isinstance(first, numbers.Integral) and all(v == first for v in present):
-        return first  # counts, sizes, class indices
-    array = np.asarray(present, dtype=np.float64)
-    std = float(np.std(array, ddof=ddof)) if array.size > ddof else 0.0
-    return {"mean": float(np.mean(array)), "std": std, "n": int(array.size)}
-
-
-def aggregate_seeds(results, ddof=1):
-    """Mean and standard deviation over runs (seeds) of ``evaluate_long_tailed`` dicts.
-
-    Every float becomes ``{"mean", "std", "n"}`` (``std`` with ``ddof``, 1 = the
-    sample standard deviation; 0.0 for a single run); lists are aggregated
-    element-wise; integers equal in every run (sample counts, class indices)
-    are kept. ``None`` entries are skipped (``n`` counts the others) and an
-    entry that is ``None`` in every run stays ``None``. The result is JSON-
-    serialisable and accepted by ``markdown_table``.
-
-    Raises:
-        ValueError: an empty list, or results of different structure.
-    """
-    results = list(results)
-    if not results:
-        raise ValueError("`results` is empty: nothing to aggregate.")
-    if not all(isinstance(r, dict) for r in results):
-        raise ValueError("`results` must be a list of dicts from evaluate_long_tailed.")
-    return _aggregate(results, int(ddof), "")
-
-
-def _format_cell(value, scale, digits):
-    if value is None:
-        return "–"
-    if isinstance(value, dict):
-        mean, std = value.get("mean"), value.get("std")
-        if mean is None:
-            return "–"
-        return f"{mean * scale:.{digits}f} ± {std * scale:.{digits}f}"
-    return f"{float(value) * scale:.{digits}f}"
-
-
-def markdown_table(results, columns=("many", "medium", "few", "all"), percent=True,
-                   digits=1, method_header="Method"):
-    """A Markdown table in the papers' format: ``Method | Many | Medium | Few | All``.
-
-    Args:
-        results: ``{method: result}`` (or a list of ``(method, result)`` pairs),
-            each result from ``evaluate_long_tailed`` or ``aggregate_seeds``
-            (cells then read ``mean ± std``).
-        columns: result keys; ``"all"`` is top-1 accuracy. Other keys such as
-            ``"balanced_accuracy"``, ``"top5"``, ``"ece"`` or ``"class_margin"``
-            work too.
-        percent: show accuracies and ECE in percent (degrees stay degrees).
-        digits: decimals.
-
-    Returns:
-        the table as a string; undefined cells (e.g. an empty few-shot group) are "–".
-
-    Example output::
-
-        | Method   | Many | Medium | Few  | All  |
-        |:---------|-----:|-------:|-----:|-----:|
-        | CE       | 87.2 | 60.1   | 31.0 | 70.4 |
-        | LDAM-DRW | 85.9 | 72.3   | 68.5 | 77.0 |
-    """
-    pairs = list(results.items()) if isinstance(results, dict) else list(results)
-    if not pairs:
-        raise ValueError("`results` is empty: nothing to tabulate.")
-    headers = [method_header] + [_HEADERS.get(c, c) for c in columns]
-    rows = []
-    for method, result in pairs:
-        if not isinstance(result, dict):
-            raise ValueError(f"The result of {method!r} must be a dict, received "
-                             f"{type(result).__name__}.")
-        cells = [str(method)]
-        for column in columns:
-            key = _COLUMN_KEYS.get(column, column)
-            if key not in result:
-                raise ValueError(f"Column {column!r} (key {key!r}) is missing from the result "
-                                 f"of {method!r}; available: {sorted(result)}.")
-            scale = 100.0 if percent and key in _FRACTION_KEYS else 1.0
-            cells.append(_format_cell(result[key], scale, digits))
-        rows.append(cells)
-    widths = [max(len(headers[i]), *(len(row[i]) for row in rows)) for i in range(len(headers))]
-
-    def line(cells):
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
-
-    rule = "|" + "|".join(":" + "-" * (widths[0] + 1) if i == 0 else "-" * (w + 1) + ":"
-                          for i, w in enumerate(widths)) + "|"
-    return "\n".join([line(headers), rule] + [line(row) for row in rows])
-

@@ -1,4 +1,4 @@
-"""Long-tailed classification metrics, margin measures and a margin logger.
+"""Long-tailed classification metrics.
 
 Stateful ``keras.metrics.Metric`` subclasses (usable in
 ``model.compile(metrics=[...])`` on every backend, eager or compiled):
@@ -8,15 +8,13 @@ Stateful ``keras.metrics.Metric`` subclasses (usable in
   ``per_class_result()`` is the (num_classes,) vector.
 - ``ShotGroupAccuracy(class_counts, group)``: mean per-class accuracy over the
   many-shot (> 100 training images), medium-shot (20-100) or few-shot (< 20)
-  classes; thresholds configurable.
+  classes; thresholds configurable (``keras_margins.groups``).
 - ``BalancedAccuracy(num_classes)``: mean per-class accuracy.
 - ``ExpectedCalibrationError(num_bins=15)``: ECE of the softmax confidences.
 
-Top-k accuracy: use ``keras.metrics.SparseTopKCategoricalAccuracy(k)``.
-
-Margin measures of the largest-margins paper (Zhou et al. 2022):
-``class_margin(kernel)`` (degrees) and ``sample_margins(scores, labels)``, and
-the ``ClassMarginLogger`` callback.
+Top-k accuracy: use ``keras.metrics.SparseTopKCategoricalAccuracy(k)``. Class
+and sample margins: ``keras_margins.margins``; the margin logger:
+``keras_margins.callbacks.ClassMarginLogger``.
 
 Conventions shared by all metrics:
 
@@ -37,66 +35,21 @@ Conventions shared by all metrics:
   ``ValueError`` at construction.
 """
 
-import math
-
 import keras
 import numpy as np
 from keras import ops
 
+from keras_margins.groups import SHOT_GROUPS, empty_group_reason, shot_groups
 from keras_margins.ops import check_scores, sparse_labels, target_mask, valid_labels
-from keras_margins.priors import validate_class_counts, validate_non_negative
+from keras_margins.validation import (validate_class_counts, validate_logit_scale,
+                                      validate_num_bins, validate_num_classes)
 
 __all__ = [
     "PerClassAccuracy",
     "BalancedAccuracy",
     "ShotGroupAccuracy",
     "ExpectedCalibrationError",
-    "ClassMarginLogger",
-    "class_margin",
-    "simplex_class_margin",
-    "sample_margins",
-    "shot_groups",
-    "find_cosine_head",
-    "SHOT_GROUPS",
 ]
-
-SHOT_GROUPS = ("many", "medium", "few")
-
-
-def _validate_num_classes(num_classes):
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
-            or num_classes < 2:
-        raise ValueError(f"`num_classes` must be an integer >= 2, received {num_classes!r}.")
-    return int(num_classes)
-
-
-def _validate_thresholds(many_threshold, few_threshold):
-    many = validate_non_negative(many_threshold, "many_threshold")
-    few = validate_non_negative(few_threshold, "few_threshold")
-    if few > many:
-        raise ValueError(f"`few_threshold` ({few:g}) must be <= `many_threshold` "
-                         f"({many:g}).")
-    return many, few
-
-
-def shot_groups(class_counts, many_threshold=100, few_threshold=20):
-    """Class indices of each shot group from the training counts.
-
-    many: ``n > many_threshold``; medium: ``few_threshold <= n <= many_threshold``;
-    few: ``n < few_threshold`` (the standard 100 / 20 split of OLTR and the
-    long-tailed CIFAR papers).
-
-    Returns:
-        dict ``{"many": [...], "medium": [...], "few": [...]}`` of sorted class
-        indices (lists of ints; a group may be empty).
-    """
-    counts = validate_class_counts(class_counts)
-    many, few = _validate_thresholds(many_threshold, few_threshold)
-    return {
-        "many": [int(i) for i in np.flatnonzero(counts > many)],
-        "medium": [int(i) for i in np.flatnonzero((counts >= few) & (counts <= many))],
-        "few": [int(i) for i in np.flatnonzero(counts < few)],
-    }
 
 
 def _check_num_classes(y_pred, num_classes, what):
@@ -118,7 +71,7 @@ class _ClassCountsMetric(keras.metrics.Metric):
 
     def __init__(self, num_classes, name=None, dtype=None):
         super().__init__(name=name, dtype=dtype)
-        self.num_classes = _validate_num_classes(num_classes)
+        self.num_classes = validate_num_classes(num_classes)
         self.correct = self.add_variable(shape=(self.num_classes,), initializer="zeros",
                                          dtype="float32", name="correct")
         self.total = self.add_variable(shape=(self.num_classes,), initializer="zeros",
@@ -156,9 +109,14 @@ class _ClassCountsMetric(keras.metrics.Metric):
         """(num_classes,) (weighted) number of samples seen per class."""
         return ops.convert_to_tensor(self.total)
 
-    def _mean_over(self, class_mask):
-        """Mean per-class accuracy over the classes in ``class_mask`` that have samples."""
-        present = ops.cast(self.total > 0, "float32") * class_mask
+    def _class_mask(self):
+        """(num_classes,) 0/1 weights of the classes that ``result()`` averages."""
+        return ops.ones((self.num_classes,), dtype="float32")
+
+    def result(self):
+        """Mean per-class accuracy ``(1/|S|) sum_{j in S} acc_j`` over the classes
+        ``S`` of ``_class_mask()`` that have samples; 0.0 before any sample."""
+        present = ops.cast(self.total > 0, "float32") * self._class_mask()
         accuracy = self.correct / ops.maximum(self.total, 1e-12)
         mean = ops.sum(accuracy * present) / ops.maximum(ops.sum(present), 1.0)
         return self._nan_if_invalid(mean)
@@ -196,9 +154,6 @@ class PerClassAccuracy(_ClassCountsMetric):
     def __init__(self, num_classes, name="per_class_accuracy", dtype=None):
         super().__init__(num_classes, name=name, dtype=dtype)
 
-    def result(self):
-        return self._mean_over(ops.ones((self.num_classes,), dtype="float32"))
-
 
 @keras.saving.register_keras_serializable(package="keras_margins")
 class BalancedAccuracy(_ClassCountsMetric):
@@ -218,9 +173,6 @@ class BalancedAccuracy(_ClassCountsMetric):
 
     def __init__(self, num_classes, name="balanced_accuracy", dtype=None):
         super().__init__(num_classes, name=name, dtype=dtype)
-
-    def result(self):
-        return self._mean_over(ops.ones((self.num_classes,), dtype="float32"))
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
@@ -260,7 +212,8 @@ class ShotGroupAccuracy(_ClassCountsMetric):
         if not members:
             raise ValueError(
                 f"The {group!r}-shot group is empty for class_counts {counts.astype(int).tolist()} "
-                f"(many > {many_threshold}, medium {few_threshold}-{many_threshold}, few < "
+                f"({empty_group_reason(group, many_threshold, few_threshold)}; many > "
+                f"{many_threshold}, medium {few_threshold}-{many_threshold}, few < "
                 f"{few_threshold} training images): no accuracy can be computed for it. "
                 f"Drop this metric or change the thresholds.")
         super().__init__(counts.size, name=name or f"{group}_shot_accuracy", dtype=dtype)
@@ -276,8 +229,8 @@ class ShotGroupAccuracy(_ClassCountsMetric):
     def _expected(self):
         return "class_counts has"
 
-    def result(self):
-        return self._mean_over(ops.convert_to_tensor(self._group_mask))
+    def _class_mask(self):
+        return ops.convert_to_tensor(self._group_mask)
 
     def get_config(self):
         return {"name": self.name, "dtype": self.dtype, "class_counts": self.class_counts,
@@ -312,15 +265,9 @@ class ExpectedCalibrationError(keras.metrics.Metric):
 
     def __init__(self, num_bins=15, from_logits=True, logit_scale=1.0, name="ece", dtype=None):
         super().__init__(name=name, dtype=dtype)
-        if isinstance(num_bins, bool) or not isinstance(num_bins, (int, np.integer)) \
-                or num_bins < 1:
-            raise ValueError(f"`num_bins` must be a positive integer, received {num_bins!r}.")
-        self.num_bins = int(num_bins)
+        self.num_bins = validate_num_bins(num_bins)
         self.from_logits = bool(from_logits)
-        self.logit_scale = float(logit_scale)
-        if not math.isfinite(self.logit_scale) or self.logit_scale <= 0:
-            raise ValueError(f"`logit_scale` must be a finite number > 0, received "
-                             f"{logit_scale!r}.")
+        self.logit_scale = validate_logit_scale(logit_scale)
         shape = (self.num_bins,)
         self.bin_count = self.add_variable(shape=shape, initializer="zeros",
                                            dtype="float32", name="bin_count")
@@ -377,194 +324,3 @@ class ExpectedCalibrationError(keras.metrics.Metric):
     def get_config(self):
         return {"name": self.name, "dtype": self.dtype, "num_bins": self.num_bins,
                 "from_logits": self.from_logits, "logit_scale": self.logit_scale}
-
-
-def _kernel_array(kernel):
-    if hasattr(kernel, "normalized_kernel"):
-        kernel = kernel.normalized_kernel()
-    array = np.asarray(ops.convert_to_numpy(kernel), dtype=np.float64)
-    if array.ndim != 2 or array.shape[1] < 2:
-        raise ValueError(f"`kernel` must have shape (features, classes) with at least 2 "
-                         f"classes (prototypes are its columns), received shape "
-                         f"{array.shape}.")
-    if not np.all(np.isfinite(array)):
-        raise ValueError("`kernel` holds non-finite values.")
-    norms = np.linalg.norm(array, axis=0)
-    if np.any(norms == 0):
-        bad = int(np.flatnonzero(norms == 0)[0])
-        raise ValueError(f"`kernel` column {bad} (the prototype of class {bad}) is all "
-                         f"zeros and has no direction.")
-    return array / norms
-
-
-def class_margin(kernel):
-    """Class margin: the smallest angle between two class prototypes, in degrees.
-
-    ``margin = arccos(max_{i != j} w_hat_i . w_hat_j)`` with ``w_hat_j`` the
-    unit-normalised prototype of class ``j``: the ``j``-th COLUMN of a
-    (features, classes) kernel, as in ``keras.layers.Dense`` and
-    ``CosineDense`` (pass ``kernel.T`` for a (classes, features) matrix). The
-    best possible value is ``arccos(-1/(C-1))`` for ``C <= features + 1``
-    (a regular simplex; see ``simplex_class_margin``). Computed in float64.
-
-    Args:
-        kernel: (features, classes) array or tensor, or a layer with a
-            ``normalized_kernel()`` method (``CosineDense``).
-
-    Returns:
-        python float, degrees in [0, 180].
-
-    Reference: Zhou et al. 2022, "Learning towards the largest margins", Sec. 3.
-    """
-    prototypes = _kernel_array(kernel)
-    gram = prototypes.T @ prototypes
-    np.fill_diagonal(gram, -np.inf)
-    return float(np.degrees(np.arccos(np.clip(np.max(gram), -1.0, 1.0))))
-
-
-def simplex_class_margin(num_classes):
-    """The largest possible class margin ``arccos(-1/(C-1))`` in degrees (C <= d + 1)."""
-    num_classes = _validate_num_classes(num_classes)
-    return float(np.degrees(np.arccos(-1.0 / (num_classes - 1))))
-
-
-def _numpy_labels(labels, num_classes):
-    array = np.asarray(ops.convert_to_numpy(labels))
-    if array.ndim == 2 and array.shape[1] == num_classes and num_classes > 1:
-        array = np.argmax(array, axis=1)
-    elif array.ndim == 2 and array.shape[1] == 1:
-        array = array[:, 0]
-    elif array.ndim != 1:
-        raise ValueError(f"`labels` must be sparse (N,) or (N, 1), or one-hot (N, "
-                         f"{num_classes}); received shape {array.shape}.")
-    if array.size and (np.any(array != np.round(array))):
-        raise ValueError("`labels` must be integer class indices.")
-    array = array.astype(np.int64)
-    if array.size and (array.min() < 0 or array.max() >= num_classes):
-        bad = int(array.min()) if array.min() < 0 else int(array.max())
-        raise ValueError(f"`labels` holds label {bad}, outside [0, {num_classes}) for "
-                         f"scores with {num_classes} classes.")
-    return array
-
-
-def _per_class_summary(values, labels, num_classes):
-    """Per-class minimum and mean of ``values`` (NaN for classes without samples)."""
-    count = np.bincount(labels, minlength=num_classes)
-    minimum = np.full((num_classes,), np.inf)
-    np.minimum.at(minimum, labels, values)
-    total = np.bincount(labels, weights=values, minlength=num_classes)
-    present = count > 0
-    mean = np.where(present, total / np.maximum(count, 1), np.nan)
-    return np.where(present, minimum, np.nan), mean
-
-
-def sample_margins(logits_or_cosines, labels):
-    """Sample margins ``z_y - max_{j != y} z_j`` and their per-class minimum and mean.
-
-    The sample margin of class ``j`` in the largest-margins paper is the minimum
-    over its samples (computed on cosines); the paper also reports the mean.
-    Computed in float64 numpy (identical on every backend).
-
-    Args:
-        logits_or_cosines: (N, C) scores (array or tensor).
-        labels: sparse (N,) / (N, 1) or one-hot (N, C) labels in ``[0, C)``.
-
-    Returns:
-        dict of numpy arrays: ``per_sample`` (N,), ``per_class_min`` (C,),
-        ``per_class_mean`` (C,) (NaN for classes without samples) and
-        ``per_class_count`` (C,) ints.
-
-    Raises:
-        ValueError: scores not (N, C) with C >= 2, labels of the wrong shape or
-            outside ``[0, C)``.
-    """
-    scores = np.asarray(ops.convert_to_numpy(logits_or_cosines), dtype=np.float64)
-    if scores.ndim != 2 or scores.shape[1] < 2:
-        raise ValueError(f"`logits_or_cosines` must have shape (num_samples, num_classes) "
-                         f"with num_classes >= 2, received shape {scores.shape}.")
-    num_classes = scores.shape[1]
-    labels = _numpy_labels(labels, num_classes)
-    if labels.shape[0] != scores.shape[0]:
-        raise ValueError(f"`labels` has {labels.shape[0]} samples but `logits_or_cosines` "
-                         f"has {scores.shape[0]}.")
-    rows = np.arange(scores.shape[0])
-    target = scores[rows, labels]
-    others = scores.copy()
-    others[rows, labels] = -np.inf
-    margins = target - np.max(others, axis=1)
-    count = np.bincount(labels, minlength=num_classes)
-    per_class_min, per_class_mean = _per_class_summary(margins, labels, num_classes)
-    return {"per_sample": margins, "per_class_min": per_class_min,
-            "per_class_mean": per_class_mean, "per_class_count": count}
-
-
-def _iter_layers(layer):
-    for child in getattr(layer, "layers", None) or []:
-        yield child
-        yield from _iter_layers(child)
-
-
-def find_cosine_head(model):
-    """The last ``CosineDense`` layer of ``model`` (searching nested models), or None."""
-    from keras_margins.layers import CosineDense
-    found = None
-    for layer in _iter_layers(model):
-        if isinstance(layer, CosineDense):
-            found = layer
-    return found
-
-
-@keras.saving.register_keras_serializable(package="keras_margins")
-class ClassMarginLogger(keras.callbacks.Callback):
-    """Logs the class margin (degrees) of a ``CosineDense`` layer at each epoch end.
-
-    Adds ``logs[key]`` (so it appears in ``History`` and other callbacks that
-    run after it) and appends to ``self.margins``.
-
-    Args:
-        layer: the ``CosineDense`` layer, its name, or None for the model's last
-            ``CosineDense`` layer.
-        key: the name of the log entry.
-
-    Example:
-    ```python
-    history = model.fit(x, y, epochs=5, callbacks=[km.metrics.ClassMarginLogger()])
-    history.history["class_margin"]
-    ```
-    """
-
-    def __init__(self, layer=None, key="class_margin"):
-        super().__init__()
-        if layer is not None and not isinstance(layer, str) \
-                and not hasattr(layer, "normalized_kernel"):
-            raise ValueError(f"`layer` must be a CosineDense layer, its name, or None; "
-                             f"received {layer!r}.")
-        self.layer = layer
-        self.key = key
-        self.margins = []
-
-    def _head(self):
-        if self.layer is None:
-            head = find_cosine_head(self.model)
-            if head is None:
-                raise ValueError("ClassMarginLogger found no CosineDense layer in the model; "
-                                 "pass `layer=`.")
-            return head
-        if isinstance(self.layer, str):
-            return self.model.get_layer(self.layer)
-        return self.layer
-
-    def on_train_begin(self, logs=None):
-        self.margins = []
-        self._head()  # fail before the first epoch, not after it
-
-    def on_epoch_end(self, epoch, logs=None):
-        margin = class_margin(self._head())
-        self.margins.append(margin)
-        if logs is not None:
-            logs[self.key] = margin
-
-    def get_config(self):
-        layer = self.layer if self.layer is None or isinstance(self.layer, str) \
-            else self.layer.name
-        return {"layer": layer, "key": self.key}

@@ -22,7 +22,9 @@ __all__ = [
     "check_scores",
     "sparse_labels",
     "target_mask",
+    "safe_labels",
     "gather_target",
+    "take_per_class",
     "max_non_target",
     "margin_softmax_cross_entropy",
     "non_target_softmax_statistics",
@@ -115,11 +117,31 @@ def target_mask(labels, num_classes):
     return ops.expand_dims(labels, -1) == ops.arange(num_classes, dtype="int32")[None, :]
 
 
+def safe_labels(labels, num_classes):
+    """Labels clipped to ``[0, num_classes)``, safe to index with under ``jit``.
+
+    Out-of-range labels cannot raise inside a compiled step; the losses index
+    with the clipped labels and return NaN for those rows instead (see
+    ``nan_for_invalid_labels``). ``num_classes=None`` (unknown): unchanged.
+    """
+    if num_classes is None:
+        return labels
+    return ops.clip(labels, 0, num_classes - 1)
+
+
 def gather_target(scores, labels):
     """``scores[i, labels[i]]`` for every row, shape (batch,)."""
-    num_classes = scores.shape[-1]
-    index = labels if num_classes is None else ops.clip(labels, 0, num_classes - 1)
+    index = safe_labels(labels, scores.shape[-1])
     return ops.take_along_axis(scores, ops.expand_dims(index, -1), axis=-1)[:, 0]
+
+
+def take_per_class(values, labels):
+    """``values[labels[i]]`` for every row, shape (batch,): a per-class look-up.
+
+    ``values`` is a (classes,) tensor (margins, scales, class weights, ...);
+    labels are clipped to its length first (see ``safe_labels``).
+    """
+    return ops.take(values, safe_labels(labels, values.shape[0]))
 
 
 def _lowest(dtype):

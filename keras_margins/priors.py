@@ -14,11 +14,13 @@ import math
 
 import numpy as np
 
+# Validators live in keras_margins.validation; re-exported here for importers
+# of the earlier location.
+from keras_margins.validation import (_as_float, validate_class_counts,  # noqa: F401
+                                      validate_class_vector, validate_n_base,
+                                      validate_non_negative, validate_positive)
+
 __all__ = [
-    "validate_class_counts",
-    "validate_positive",
-    "validate_non_negative",
-    "validate_class_vector",
     "ldam_margins",
     "class_balanced_weights",
     "inverse_frequency_weights",
@@ -29,97 +31,6 @@ __all__ = [
     "kps_margins",
     "kps_scales",
 ]
-
-
-def _describe(value):
-    text = repr(value)
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
-def validate_class_counts(class_counts, name="class_counts", num_classes=None):
-    """Checks per-class training counts and returns them as float64.
-
-    Counts must be a non-empty 1-D sequence of finite, positive, integer-valued
-    numbers (at least two classes). ``num_classes``, when given, is the
-    expected length. Raises ``ValueError`` naming ``name`` and the value.
-    """
-    if class_counts is None:
-        raise ValueError(f"`{name}` is required: expected a 1-D sequence of positive "
-                         f"per-class counts, received None.")
-    try:
-        counts = np.asarray(class_counts, dtype=np.float64)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"`{name}` must be a 1-D sequence of positive numbers, "
-                         f"received {_describe(class_counts)} ({error}).") from None
-    if counts.ndim != 1:
-        raise ValueError(f"`{name}` must be 1-D (one count per class), received shape "
-                         f"{counts.shape}: {_describe(class_counts)}.")
-    if counts.size < 2:
-        raise ValueError(f"`{name}` must hold at least 2 classes, received "
-                         f"{counts.size}: {_describe(class_counts)}.")
-    if not np.all(np.isfinite(counts)):
-        raise ValueError(f"`{name}` must be finite, received {_describe(class_counts)}.")
-    if np.any(counts <= 0):
-        bad = int(np.flatnonzero(counts <= 0)[0])
-        raise ValueError(f"`{name}` must be positive (every class needs at least one "
-                         f"training example), received {counts[bad]:g} at index {bad}: "
-                         f"{_describe(class_counts)}.")
-    if np.any(counts != np.round(counts)):
-        bad = int(np.flatnonzero(counts != np.round(counts))[0])
-        raise ValueError(f"`{name}` must be integer counts, received {counts[bad]!r} "
-                         f"at index {bad}: {_describe(class_counts)}.")
-    if num_classes is not None and counts.size != num_classes:
-        raise ValueError(f"`{name}` has {counts.size} entries but the model has "
-                         f"{num_classes} classes: {_describe(class_counts)}.")
-    return counts
-
-
-def validate_class_vector(values, name, num_classes=None, allow_zero=True):
-    """Checks a per-class vector of non-negative finite floats (e.g. weights)."""
-    try:
-        array = np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"`{name}` must be a 1-D sequence of numbers, received "
-                         f"{_describe(values)} ({error}).") from None
-    if array.ndim != 1 or array.size < 2:
-        raise ValueError(f"`{name}` must be a 1-D sequence with one entry per class "
-                         f"(at least 2), received shape {array.shape}: {_describe(values)}.")
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"`{name}` must be finite, received {_describe(values)}.")
-    if np.any(array < 0) or (not allow_zero and np.any(array == 0)):
-        kind = "non-negative" if allow_zero else "positive"
-        raise ValueError(f"`{name}` must be {kind}, received {_describe(values)}.")
-    if num_classes is not None and array.size != num_classes:
-        raise ValueError(f"`{name}` has {array.size} entries, expected {num_classes} "
-                         f"(one per class): {_describe(values)}.")
-    return array
-
-
-def _as_float(value, name):
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"`{name}` must be a number, received {_describe(value)}.") from None
-    if not math.isfinite(number):
-        raise ValueError(f"`{name}` must be finite, received {_describe(value)}.")
-    return number
-
-
-def validate_positive(value, name):
-    """Returns ``float(value)``; ``ValueError`` unless finite and > 0."""
-    number = _as_float(value, name)
-    if number <= 0:
-        raise ValueError(f"`{name}` must be > 0, received {_describe(value)}.")
-    return number
-
-
-def validate_non_negative(value, name, upper=None):
-    """Returns ``float(value)``; ``ValueError`` unless finite, >= 0 (and <= upper)."""
-    number = _as_float(value, name)
-    if number < 0 or (upper is not None and number > upper):
-        bound = f"in [0, {upper:g}]" if upper is not None else ">= 0"
-        raise ValueError(f"`{name}` must be {bound}, received {_describe(value)}.")
-    return number
 
 
 def ldam_margins(class_counts, max_margin=0.5):
@@ -169,17 +80,10 @@ def log_priors(class_counts, tau=1.0):
     return np.log(priors(class_counts) ** tau + 1e-12)
 
 
-def _validate_n_base(n_base):
-    n_base = _as_float(n_base, "n_base")
-    if n_base <= 1:
-        raise ValueError(f"`n_base` must be > 1, received {n_base!r}.")
-    return n_base
-
-
 def kps_radii(class_counts, n_base=50):
     """KPS radii ``r_j = 1 + ln(n_j / n_min) / ln(n_base)`` (rarest class: 1)."""
     counts = validate_class_counts(class_counts)
-    n_base = _validate_n_base(n_base)
+    n_base = validate_n_base(n_base)
     return 1.0 + np.log(counts / np.min(counts)) / math.log(n_base)
 
 

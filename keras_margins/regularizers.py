@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_margins.priors import validate_non_negative
+from keras_margins.validation import validate_non_negative
 
 __all__ = ["ZeroCentroid"]
 

@@ -8,8 +8,9 @@ The rate is constant within an epoch, as in the authors' code.
 """
 
 import keras
-import numpy as np
 from keras import ops
+
+from keras_margins.validation import validate_decays
 
 __all__ = ["WarmupStepDecay", "warmup_step_decay_value", "scaled_epochs"]
 
@@ -24,26 +25,10 @@ def scaled_epochs(epochs, reference_epochs, total_epochs=200):
     return int(round(reference_epochs * epochs / total_epochs))
 
 
-def _check_decays(decay_epochs, decay_factors, warmup_epochs):
-    decay_epochs = [int(e) for e in decay_epochs]
-    decay_factors = [float(f) for f in decay_factors]
-    if len(decay_epochs) != len(decay_factors):
-        raise ValueError(f"`decay_epochs` and `decay_factors` must have the same length, "
-                         f"received {decay_epochs} and {decay_factors}.")
-    if any(b <= a for a, b in zip(decay_epochs, decay_epochs[1:])):
-        raise ValueError(f"`decay_epochs` must be strictly increasing, received "
-                         f"{decay_epochs}.")
-    if any(f <= 0 or not np.isfinite(f) for f in decay_factors):
-        raise ValueError(f"`decay_factors` must be positive, received {decay_factors}.")
-    if warmup_epochs < 0:
-        raise ValueError(f"`warmup_epochs` must be >= 0, received {warmup_epochs}.")
-    return decay_epochs, decay_factors
-
-
 def warmup_step_decay_value(epoch, base_learning_rate=0.1, warmup_epochs=5,
                             decay_epochs=(160, 180), decay_factors=(0.01, 0.0001)):
     """The learning rate of 0-based ``epoch`` (python float)."""
-    decay_epochs, decay_factors = _check_decays(decay_epochs, decay_factors, warmup_epochs)
+    decay_epochs, decay_factors = validate_decays(decay_epochs, decay_factors, warmup_epochs)
     if epoch < warmup_epochs:
         return base_learning_rate * (epoch + 1) / warmup_epochs
     factor = 1.0
@@ -83,7 +68,7 @@ class WarmupStepDecay(keras.optimizers.schedules.LearningRateSchedule):
         if int(steps_per_epoch) < 1:
             raise ValueError(f"`steps_per_epoch` must be >= 1, received "
                              f"{steps_per_epoch!r}.")
-        self.decay_epochs, self.decay_factors = _check_decays(
+        self.decay_epochs, self.decay_factors = validate_decays(
             decay_epochs, decay_factors, int(warmup_epochs))
         self.base_learning_rate = float(base_learning_rate)
         self.steps_per_epoch = int(steps_per_epoch)

@@ -3,9 +3,14 @@
 torch is imported before TensorFlow (importing them the other way round can
 crash on some builds). Tests that read ../shared/datasets are skipped only
 when that folder is absent, and never in CI (CI=true), where it must exist.
+
+The tests mirror the package (tests/losses/, tests/data/, tests/test_<module>.py);
+this folder is put on ``sys.path`` so every test module, at any depth, imports
+the shared helpers as ``from backend_utils import ...``.
 """
 
 import os
+import sys
 
 try:  # must precede any TensorFlow import
     import torch  # noqa: F401
@@ -16,6 +21,10 @@ import json
 import pathlib
 
 import pytest
+
+TESTS_DIR = pathlib.Path(__file__).resolve().parent
+if str(TESTS_DIR) not in sys.path:
+    sys.path.insert(0, str(TESTS_DIR))
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED = pathlib.Path(os.environ.get("KERAS_MARGINS_SHARED", REPO_ROOT.parent / "shared"))

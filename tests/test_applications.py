@@ -245,6 +245,9 @@ def test_cli_smoke_two_recipes_on_fashion_mnist_then_aggregate(datasets_dir, tmp
                      "sample_margins", "embedding"):
             assert (folder / "plots" / f"{plot}.png").stat().st_size > 1000, plot
         assert (folder / "model.keras").stat().st_size > 10_000
+        summary = json.loads((folder / "summary.json").read_text())
+        assert summary["recipe"] == recipe and summary["top1"] == report["top1"]
+        assert (folder / "history.csv").read_text().startswith("epoch,")
     drw = json.loads((tmp_path / "fashion-mnist-lt-exp100-e1-smoke" / "ldam-drw" / "seed0" /
                       "config.json").read_text())
     assert drw["stage"] == "drw" and drw["stage_epoch"] == 1 and drw["steps_per_epoch"] == 3
@@ -315,3 +318,138 @@ def test_train_cli_names_an_unknown_recipe(capsys):
         main(["--recipe", "ldam-drw", "nope", "--dataset", "digits-lt"])
     assert exit_info.value.code == 2
     assert "Unknown recipe 'nope'; choose from" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------ protocol, table, entry points
+
+def test_paper_protocol_and_its_rescaled_numbers():
+    import dataclasses
+
+    from applications.protocol import PAPER_PROTOCOL, Protocol
+    assert PAPER_PROTOCOL == Protocol(epochs=200, warmup_epochs=5, decay_epochs=(160, 180),
+                                      decay_factors=(0.01, 0.0001), drw_epoch=160,
+                                      ga_epoch=120, ib_epoch=100)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        PAPER_PROTOCOL.epochs = 100
+    assert PAPER_PROTOCOL.rescaled(200) == PAPER_PROTOCOL
+    short = PAPER_PROTOCOL.rescaled(30)
+    assert (short.epochs, short.warmup_epochs, short.decay_epochs) == (30, 1, (24, 27))
+    assert (short.drw_epoch, short.ga_epoch, short.ib_epoch) == (24, 18, 15)
+    assert [short.stage_epoch(s) for s in (None, "drw", "ga", "ib")] == [None, 24, 18, 15]
+    with pytest.raises(ValueError, match="stage"):
+        short.stage_epoch("nope")
+    # Decays on the last epoch are dropped; decays rescaled onto one epoch collapse
+    # into the later factor.
+    assert PAPER_PROTOCOL.rescaled(2).schedule() == {"warmup_epochs": 0, "decay_epochs": [],
+                                                     "decay_factors": []}
+    assert PAPER_PROTOCOL.rescaled(6).schedule((0.1, 0.01)) == {
+        "warmup_epochs": 0, "decay_epochs": [5], "decay_factors": [0.01]}
+    # The recipes' schedules and stage switches are the protocol's, at every length.
+    for epochs in (1, 2, 3, 6, 10, 30, 100, 200):
+        for name in ("ldam-drw", "kps-ga", "ib-focal"):
+            recipe = get_recipe(name)
+            rescaled = PAPER_PROTOCOL.rescaled(epochs)
+            assert resolve_schedule(recipe, epochs) == rescaled.schedule(recipe.decay_factors)
+            assert recipe.stage_epoch(epochs) == rescaled.stage_epoch(recipe.stage)
+
+
+def _load_loss_zoo():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("loss_zoo", REPO / "benchmarks" /
+                                                  "loss_zoo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_recipes_and_benchmarks_read_one_hyperparameter_table():
+    from applications.hyperparameters import HYPERPARAMETERS, hyperparameters
+    H = HYPERPARAMETERS
+    # The papers' values (Cao et al., Kato & Hotta, Kang et al., Li et al., Zhou et al.).
+    assert H["ldam"] == {"max_margin": 0.5, "scale": 30.0}
+    assert H["elm"] == {"lam": 1.0, "max_margin": 0.5, "scale": 30.0}
+    assert H["mm"] == {"delta_neg": 0.6, "beta": 1.5, "scale": 19.0}
+    assert H["mm-ldam"] == {"delta_neg": 0.6, "beta": 1.5, "scale": 26.0}
+    assert H["kps"] == {"max_margin": 0.5, "scale": 15.0, "n_base": 50}
+    assert H["class-balanced"] == {"beta": 0.9999}
+    assert hyperparameters("ldam", scale=16.0) == {"max_margin": 0.5, "scale": 16.0}
+    assert H["ldam"]["scale"] == 30.0          # overrides never change the table
+    with pytest.raises(ValueError, match="Unknown hyper-parameter set"):
+        hyperparameters("nope")
+
+    def config(loss, *keys):
+        return {key: loss.get_config()[key] for key in keys}
+
+    zoo = _load_loss_zoo().constructors()
+    for recipe_name, zoo_name, key in (("ldam", "LDAMLoss", "ldam"),
+                                       ("elm-lam1.0", "ELMLoss", "elm"),
+                                       ("kps", "KPSLoss", "kps"),
+                                       ("lmsce", "LMSCELoss", "lmsce"),
+                                       ("focal", "FocalLoss", "focal"),
+                                       ("la", "LogitAdjustedLoss", "logit-adjusted")):
+        from_recipe = get_recipe(recipe_name).build_loss(CIFAR10_COUNTS)
+        from_zoo = zoo[zoo_name][0](CIFAR10_COUNTS)
+        assert config(from_recipe, *H[key]) == config(from_zoo, *H[key]) == H[key], key
+    mm = get_recipe("mm-ldam-drw").build_loss(CIFAR10_COUNTS)
+    assert config(mm, *H["mm-ldam"]) == H["mm-ldam"]
+    assert config(get_recipe("mm-drw").build_loss(CIFAR10_COUNTS), *H["mm"]) == H["mm"]
+    for name in ("normface", "cosface", "arcface"):
+        assert config(get_recipe(name).build_loss(CIFAR10_COUNTS), *H[name]) == H[name]
+    assert get_recipe("lm-softmax").build_loss(CIFAR10_COUNTS).scale == \
+        H["lm-softmax"]["scale"] == zoo["LMSoftmaxLoss"][0](CIFAR10_COUNTS).scale
+    drw = get_recipe("ldam-drw").callbacks(CIFAR10_COUNTS, 200)[0]
+    assert drw.beta == H["class-balanced"]["beta"]
+
+
+ENTRY_POINTS = {   # command -> has --backend
+    ("-m", "applications.quickstart"): True,
+    ("-m", "applications.train"): True,
+    ("-m", "applications.reproduce"): True,
+    ("examples/ldam_drw_cifar10_lt.py",): True,
+    ("examples/custom_training_loop.py",): True,
+    ("examples/backend_comparison.py",): False,   # --backends: runs each one given
+}
+
+
+def _flat(text):
+    return " ".join(text.split())
+
+
+def test_entry_points_share_the_backend_rule_and_data_dir_meaning():
+    """Every program states the same backend rule and --data-dir meaning in its
+    --help (one helper, applications.cli), and parses the same defaults."""
+    from applications import cli, quickstart, reproduce, train
+    assert cli.BACKENDS == ("tensorflow", "jax", "torch")
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH",
+                                                                                 ""))
+    for command, has_backend in ENTRY_POINTS.items():
+        done = subprocess.run([sys.executable, *command, "--help"], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, (command, done.stderr[-2000:])
+        text = _flat(done.stdout)
+        assert "--data-dir" in text and _flat(cli.DATA_DIR_HELP) in text, command
+        assert ("--backend " in text and _flat(cli.BACKEND_HELP) in text) == has_backend, \
+            command
+    # The same defaults: no backend chosen (the rule applies), no data folder given
+    # (cli.default_data_dir() applies).
+    parsed = [quickstart.parse_args([]), train.build_parser().parse_args([]),
+              reproduce.build_parser().parse_args(["--recipes", "ce", "--deadline", "1"])]
+    assert [(a.backend, a.data_dir) for a in parsed] == [(None, None)] * 3
+
+
+def test_backend_rule_and_default_data_dir(monkeypatch, tmp_path):
+    from applications import cli
+    backend = keras.backend.backend()
+    monkeypatch.setenv("KERAS_BACKEND", backend)
+    assert cli.use_backend(None) == backend and cli.use_backend(backend) == backend
+    other = next(b for b in cli.BACKENDS if b != backend)
+    with pytest.raises(SystemExit, match="before keras is imported"):
+        cli.use_backend(other)      # Keras is imported here already
+    assert os.environ["KERAS_BACKEND"] == backend
+    monkeypatch.setenv("KERAS_MARGINS_DATA", str(tmp_path))
+    assert cli.default_data_dir() == tmp_path
+    monkeypatch.delenv("KERAS_MARGINS_DATA")
+    monkeypatch.setenv("KERAS_MARGINS_SHARED", str(tmp_path))
+    assert cli.default_data_dir() == tmp_path / "datasets"
+    monkeypatch.delenv("KERAS_MARGINS_SHARED")
+    assert cli.default_data_dir() == REPO.parent / "shared" / "datasets"

@@ -160,3 +160,16 @@ def test_drw_reads_the_class_counts_from_the_loss(fashion_mnist_lt_small):
                   callbacks=[km.callbacks.DeferredReweighting(start_epoch=0)])
     with pytest.raises(ValueError, match="beta"):
         km.callbacks.DeferredReweighting(start_epoch=0, beta=1.0)
+
+
+def test_class_margin_logger_needs_a_cosine_dense_layer():
+    # Logging during a real fit is tested on real data in test_evaluation.py.
+    plain = small_model(num_classes=4, cosine=False)
+    logger = km.callbacks.ClassMarginLogger()
+    logger.set_model(plain)
+    with pytest.raises(ValueError, match="no CosineDense"):
+        logger.on_train_begin()
+    with pytest.raises(ValueError, match="CosineDense layer"):
+        km.callbacks.ClassMarginLogger(layer=3)
+    assert km.callbacks.ClassMarginLogger(layer="head", key="margin").get_config() == {
+        "layer": "head", "key": "margin"}

@@ -1,4 +1,4 @@
-"""evaluate_long_tailed on a real trained model vs numpy; tables; seed aggregation."""
+"""evaluate_long_tailed on a real trained model vs numpy; known answers; bad input."""
 
 import json
 import math
@@ -9,10 +9,10 @@ import pytest
 
 import keras_margins as km
 from backend_utils import small_model, to_numpy
-from keras_margins.evaluation import aggregate_seeds, markdown_table
-from keras_margins.metrics import (BalancedAccuracy, ClassMarginLogger,
-                                   ExpectedCalibrationError, PerClassAccuracy,
-                                   ShotGroupAccuracy, class_margin)
+from keras_margins.callbacks import ClassMarginLogger
+from keras_margins.margins import class_margin
+from keras_margins.metrics import (BalancedAccuracy, ExpectedCalibrationError,
+                                   PerClassAccuracy, ShotGroupAccuracy)
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +103,10 @@ def test_evaluate_long_tailed_matches_numpy(trained, kind):
         np.bincount(y).tolist()
     # Counts 200 ... 20: no class has fewer than 20 images, so "few" is undefined.
     assert result["groups"]["few"] == [] and result["few"] is None
+    assert result["group_descriptions"]["few"] == {
+        "rule": "fewer than 20 training images", "num_classes": 0,
+        "reason": "no class has fewer than 20 training images"}
+    assert result["group_descriptions"]["many"]["reason"] is None
     text = json.dumps(result, allow_nan=False)  # plain JSON, no NaN
     assert json.loads(text)["few"] is None
 
@@ -181,7 +185,7 @@ def _assert_same_report(got, want, path="report"):
 def test_evaluate_predictions_equals_evaluate_long_tailed(trained):
     """Precomputed outputs (one forward pass) give evaluate_long_tailed's dict."""
     from keras_margins.evaluation import default_logit_scale, evaluate_predictions
-    from keras_margins.metrics import find_cosine_head
+    from keras_margins.margins import find_cosine_head
     model, x, y, counts = trained[:4]
     want = km.evaluate_long_tailed(model, (x, y), counts, return_per_sample=True)
     outputs = to_numpy(model.predict(x, batch_size=256, verbose=0))
@@ -214,6 +218,48 @@ def test_known_answers_plain_head_and_top_k_limit():
     assert "top10" not in result  # k > number of classes: left out
     assert result["class_margin"] is None  # no CosineDense head
     np.testing.assert_allclose(result["sample_margin"]["min"], -3.0)
+    assert result["thresholds"] == {"many": 100, "few": 20}
+    assert result["group_descriptions"] == {
+        "many": {"rule": "more than 100 training images", "num_classes": 2, "reason": None},
+        "medium": {"rule": "20 to 100 training images", "num_classes": 2, "reason": None},
+        "few": {"rule": "fewer than 20 training images", "num_classes": 2, "reason": None}}
+
+
+def test_known_answers_top_k_ece_and_undefined_groups():
+    """NumPy report vs hand-computed top-k (ties count), ECE and group reasons."""
+    counts = [150, 120, 50, 30]  # many 0, 1; medium 2, 3; few: none
+    logits = np.array([[2.0, 1.0, 0.0, -1.0],    # label 0: top-1
+                       [1.0, 1.0, 0.0, 0.0],     # label 1: tied first: not top-1, top-3
+                       [3.0, 2.0, 1.0, 0.0],     # label 3: rank 4
+                       [0.0, 1.0, 2.0, 3.0]], dtype="float32")  # label 0: rank 4
+    labels = np.array([0, 1, 3, 0])
+    result = km.evaluation.evaluate_predictions(logits, labels, counts, top_k=(2, 3),
+                                                logit_scale=2.0, num_bins=10)
+    assert result["top1"] == 0.25 and result["top2"] == 0.5 and result["top3"] == 0.5
+    assert result["per_class_accuracy"] == [0.5, 0.0, None, 0.0]
+    assert result["many"] == 0.25 and result["medium"] == 0.0 and result["few"] is None
+    scaled = 2.0 * logits.astype("float64")
+    probabilities = np.exp(scaled) / np.exp(scaled).sum(1, keepdims=True)
+    confidence = probabilities.max(1)
+    correct = probabilities.argmax(1) == labels
+    expected = sum(abs(correct[in_bin].sum() - confidence[in_bin].sum())
+                   for in_bin in [(confidence > b / 10) & (confidence <= (b + 1) / 10)
+                                  for b in range(10)]) / 4
+    assert result["ece"] == pytest.approx(expected, abs=1e-12)
+    assert result["group_descriptions"]["few"]["reason"] == \
+        "no class has fewer than 20 training images"
+    # Medium classes 2 and 3 with no test samples: defined group, undefined value.
+    only_many = km.evaluation.evaluate_predictions(logits[:2], labels[:2], counts)
+    assert only_many["medium"] is None
+    assert only_many["group_descriptions"]["medium"]["reason"] == \
+        "none of its 2 classes has test samples"
+    probabilities = km.evaluation.evaluate_predictions(probabilities, labels, counts,
+                                                       from_logits=False, num_bins=10)
+    assert probabilities["ece"] == pytest.approx(expected, abs=1e-7)  # float32 outputs
+    with pytest.raises(ValueError, match="probabilities"):
+        km.evaluation.evaluate_predictions(logits, labels, counts, from_logits=False)
+    with pytest.raises(ValueError, match="logit_scale"):
+        km.evaluation.evaluate_predictions(logits, labels, counts, logit_scale=0.0)
 
 
 def test_bad_input_raises():
@@ -229,36 +275,3 @@ def test_bad_input_raises():
         km.evaluate_long_tailed(model, [logits], [100, 50, 10])
     with pytest.raises(ValueError, match="samples"):
         km.evaluate_long_tailed(model, (logits, np.array([0, 1])), [100, 50, 10])
-
-
-RESULT_A = {"top1": 0.70, "many": 0.9, "medium": 0.6, "few": None, "per_class_accuracy": [1.0, 0.5],
-            "num_samples": 100}
-RESULT_B = {"top1": 0.80, "many": 0.8, "medium": 0.7, "few": None, "per_class_accuracy": [0.5, 0.5],
-            "num_samples": 100}
-
-
-def test_aggregate_seeds_known_answer():
-    aggregated = aggregate_seeds([RESULT_A, RESULT_B])
-    np.testing.assert_allclose(aggregated["top1"]["mean"], 0.75)
-    np.testing.assert_allclose(aggregated["top1"]["std"], math.sqrt(0.005))  # ddof=1
-    assert aggregated["top1"]["n"] == 2
-    assert aggregated["few"] is None and aggregated["num_samples"] == 100
-    np.testing.assert_allclose([c["mean"] for c in aggregated["per_class_accuracy"]], [0.75, 0.5])
-    assert aggregate_seeds([RESULT_A])["top1"]["std"] == 0.0
-    json.dumps(aggregated, allow_nan=False)
-    with pytest.raises(ValueError, match="structure"):
-        aggregate_seeds([RESULT_A, {"top1": 0.5}])
-    with pytest.raises(ValueError, match="empty"):
-        aggregate_seeds([])
-
-
-def test_markdown_table_format():
-    table = markdown_table({"CE": RESULT_A, "LDAM-DRW": aggregate_seeds([RESULT_A, RESULT_B])})
-    assert table.splitlines() == [
-        "| Method   | Many       | Medium     | Few | All        |",
-        "|:---------|-----------:|-----------:|----:|-----------:|",
-        "| CE       | 90.0       | 60.0       | –   | 70.0       |",
-        "| LDAM-DRW | 85.0 ± 7.1 | 65.0 ± 7.1 | –   | 75.0 ± 7.1 |",
-    ]
-    with pytest.raises(ValueError, match="missing"):
-        markdown_table({"CE": RESULT_A}, columns=("top5",))

@@ -1,11 +1,12 @@
-"""CosineDense: the authors' NormedLinear values, init, zero inputs, precision, saving."""
+"""CosineDense: the authors' NormedLinear values, init, zero inputs, precision, saving;
+AppendFeatureNorm: its gradient and its two inputs."""
 
 import keras
 import numpy as np
 import pytest
 
 import keras_margins as km
-from backend_utils import float64_enabled, to_numpy
+from backend_utils import float64_enabled, to_numpy, value_and_grad
 
 
 def build_with_kernel(kernel, dtype=None):
@@ -75,3 +76,18 @@ def test_serialization_round_trip(tmp_path):
     np.testing.assert_allclose(to_numpy(restored(x)), to_numpy(model(x)), rtol=1e-6)
     config = model.layers[-1].get_config()
     assert km.layers.CosineDense.from_config(config).get_config() == config
+
+
+def test_append_feature_norm_gradient_reaches_features():
+    layer = km.layers.AppendFeatureNorm()
+    features = np.array([[1.0, -2.0, 3.0], [-0.5, 0.25, 0.5]])
+    logits = np.zeros((2, 4))
+    _, grad = value_and_grad(
+        lambda h: keras.ops.sum(layer([keras.ops.convert_to_tensor(logits, dtype="float32"),
+                                       h])), features)
+    np.testing.assert_allclose(grad, np.sign(features))
+
+
+def test_append_feature_norm_needs_two_inputs():
+    with pytest.raises(ValueError, match=r"\[logits, features\]"):
+        km.layers.AppendFeatureNorm()(np.ones((2, 3), dtype="float32"))

@@ -17,7 +17,8 @@ if str(REPO) not in sys.path:  # applications/ lives beside keras_margins/, not 
     sys.path.insert(0, str(REPO))
 
 import keras_margins as km  # noqa: E402
-from applications.recipes import LM_SOFTMAX_BETA, get_recipe  # noqa: E402
+from applications.hyperparameters import HYPERPARAMETERS  # noqa: E402
+from applications.recipes import get_recipe  # noqa: E402
 from backend_utils import loss_value_and_grad, to_numpy  # noqa: E402
 from keras_margins.priors import class_balanced_weights  # noqa: E402
 
@@ -42,10 +43,12 @@ def _pulls(loss, labels, num_classes=10):
 def test_lm_softmax_recipes_use_class_balanced_weights_from_the_start(name):
     recipe = get_recipe(name)
     loss = recipe.build_loss(FMNIST_LT_COUNTS)
-    assert isinstance(loss, km.losses.LMSoftmaxLoss) and loss.scale == 5.0
-    assert LM_SOFTMAX_BETA == 0.9999
+    scale = HYPERPARAMETERS["lm-softmax"]["scale"]
+    beta = HYPERPARAMETERS["class-balanced"]["beta"]
+    assert scale == 5.0 and beta == 0.9999        # the paper's s and Cui et al.'s beta
+    assert isinstance(loss, km.losses.LMSoftmaxLoss) and loss.scale == scale
     np.testing.assert_allclose(loss.class_weights,
-                               class_balanced_weights(FMNIST_LT_COUNTS, 0.9999), rtol=1e-12)
+                               class_balanced_weights(FMNIST_LT_COUNTS, beta), rtol=1e-12)
     assert loss.reduction == "mean_with_sample_weight"   # sum w_y l / sum w_y
     assert recipe.stage is None and recipe.callbacks(FMNIST_LT_COUNTS, 6) == []
     assert recipe.zero_centroid == name.endswith("-zc")

@@ -29,7 +29,7 @@ def test_parse_rows_reads_every_method_and_column():
 
 
 def test_table_gives_mean_std_and_paired_gain_per_backend():
-    records = [{"script": "quick-start", "backend": "jax", "seed": seed,
+    records = [{"script": "quickstart", "backend": "jax", "seed": seed,
                 "results": {"CE": {"all": ce}, "LDAM-DRW": {"all": ldam}}}
                for seed, ce, ldam in ((0, 60.0, 70.0), (1, 62.0, 66.0), (2, 64.0, 70.0))]
     lines = measure.table(records).splitlines()
@@ -38,3 +38,8 @@ def test_table_gives_mean_std_and_paired_gain_per_backend():
     assert "62.0 ± 2.0" in ce
     assert "68.7 ± 2.3" in ldam          # mean of 70, 66, 70
     assert "+6.7 ± 3.1 (min +4.0)" in ldam   # paired gains 10, 4, 6
+
+
+def test_commands_measure_the_quickstart_module():
+    assert measure.COMMANDS == {"quickstart": [measure.sys.executable, "-m",
+                                               "applications.quickstart"]}

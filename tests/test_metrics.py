@@ -1,4 +1,4 @@
-"""Metrics and margin measures: known answers, label formats, state, bad input, jit."""
+"""Metrics and shot groups: known answers, label formats, state, bad input, jit."""
 
 import math
 
@@ -6,12 +6,10 @@ import keras
 import numpy as np
 import pytest
 
-import keras_margins as km
-from backend_utils import small_model, to_numpy
-from keras_margins.metrics import (BalancedAccuracy, ClassMarginLogger,
-                                   ExpectedCalibrationError, PerClassAccuracy,
-                                   ShotGroupAccuracy, class_margin, sample_margins,
-                                   shot_groups, simplex_class_margin)
+from backend_utils import to_numpy
+from keras_margins.groups import empty_group_reason, shot_group_rules, shot_groups
+from keras_margins.metrics import (BalancedAccuracy, ExpectedCalibrationError,
+                                   PerClassAccuracy, ShotGroupAccuracy)
 
 # Hand-built predictions: 3 classes, predicted = argmax.
 LABELS = np.array([0, 0, 1, 1, 1, 2])
@@ -72,6 +70,29 @@ def test_balanced_accuracy_matches_sklearn_and_skips_absent_classes():
     np.testing.assert_allclose(value(metric), reference, rtol=1e-6)
 
 
+def test_per_class_balanced_and_shot_group_share_one_result():
+    """One ``result``: the mean accuracy over the masked classes that have samples."""
+    assert PerClassAccuracy.result is BalancedAccuracy.result is ShotGroupAccuracy.result
+    counts = [150, 120, 50]  # many: 0, 1; medium: 2
+    metrics = [PerClassAccuracy(3), BalancedAccuracy(3), ShotGroupAccuracy(counts, "many"),
+               ShotGroupAccuracy(counts, "many", many_threshold=40)]  # every class many
+    for metric in metrics:
+        assert value(metric) == 0.0  # nothing seen yet
+    scores = scores_for(PREDICTED, 3)
+    for metric in metrics:
+        metric.update_state(LABELS[:5], scores[:5])  # class 2 not seen yet
+    for metric in metrics:
+        np.testing.assert_allclose(value(metric), np.mean(PER_CLASS[:2]), rtol=1e-6)
+    for metric in metrics:
+        metric.update_state(LABELS[5:], scores[5:])
+    np.testing.assert_allclose([value(m) for m in metrics],
+                               [np.mean(PER_CLASS)] * 2 + [np.mean(PER_CLASS[:2]),
+                                                          np.mean(PER_CLASS)], rtol=1e-6)
+    for metric in metrics:  # an out-of-range label makes every result NaN
+        metric.invalid.assign(1.0)
+        assert math.isnan(value(metric))
+
+
 def test_sample_weights_weight_the_counts():
     metric = PerClassAccuracy(3)
     weights = np.array([3.0, 1.0, 1.0, 1.0, 0.0, 1.0])
@@ -87,6 +108,22 @@ def test_shot_groups_thresholds():
         "many": [0, 1, 2, 4], "medium": [3], "few": [5]}
     with pytest.raises(ValueError, match="few_threshold"):
         shot_groups(counts, many_threshold=10, few_threshold=20)
+
+
+def test_shot_group_rules_and_empty_group_reasons():
+    assert shot_group_rules() == {"many": "more than 100 training images",
+                                  "medium": "20 to 100 training images",
+                                  "few": "fewer than 20 training images"}
+    assert shot_group_rules(50.0, 5) == {"many": "more than 50 training images",
+                                         "medium": "5 to 50 training images",
+                                         "few": "fewer than 5 training images"}
+    assert empty_group_reason("few") == "no class has fewer than 20 training images"
+    assert empty_group_reason("medium", 200, 10) == "no class has 10 to 200 training images"
+    assert empty_group_reason("many") == "no class has more than 100 training images"
+    with pytest.raises(ValueError, match="group"):
+        empty_group_reason("tail")
+    with pytest.raises(ValueError, match="few_threshold"):
+        shot_group_rules(10, 20)
 
 
 def test_shot_group_accuracy_hand_built():
@@ -174,6 +211,8 @@ def test_bad_input_raises():
         ExpectedCalibrationError().update_state([0, 1, -1, 0, 0, 0], scores)
     with pytest.raises(ValueError, match="'few'-shot group is empty"):
         ShotGroupAccuracy([500] * 10, "few")
+    with pytest.raises(ValueError, match="no class has fewer than 20 training images"):
+        ShotGroupAccuracy([500] * 10, "few")
     with pytest.raises(ValueError, match="group"):
         ShotGroupAccuracy([500, 5], "tail")
     with pytest.raises(ValueError, match="num_classes"):
@@ -195,80 +234,3 @@ def test_serialization_round_trip(metric):
     assert type(restored) is type(metric)
     assert restored.get_config() == metric.get_config()
     assert restored.name == metric.name
-
-
-# ---- margin measures ----------------------------------------------------------------
-
-
-def simplex(num_classes, features=None):
-    """Regular-simplex prototypes as the columns of a (features, classes) kernel."""
-    vertices = np.eye(num_classes) - 1.0 / num_classes  # rows sum to 0
-    features = features or num_classes
-    kernel = np.zeros((features, num_classes))
-    kernel[:num_classes] = vertices.T
-    rotation, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(features, features)))
-    return rotation @ kernel
-
-
-@pytest.mark.parametrize("num_classes", [2, 3, 10])
-def test_class_margin_regular_simplex(num_classes):
-    kernel = simplex(num_classes, features=num_classes + 2)
-    kernel = kernel * np.arange(1, num_classes + 1)  # column norms do not matter
-    expected = math.degrees(math.acos(-1.0 / (num_classes - 1)))
-    np.testing.assert_allclose(class_margin(kernel), expected, atol=1e-6)
-    np.testing.assert_allclose(class_margin(keras.ops.convert_to_tensor(kernel, "float32")),
-                               expected, atol=1e-3)
-    np.testing.assert_allclose(simplex_class_margin(num_classes), expected)
-    if num_classes == 3:
-        np.testing.assert_allclose(class_margin(kernel), 120.0, atol=1e-9)
-
-
-def test_class_margin_is_the_minimum_pair_and_uses_columns():
-    # Prototypes at 0, 30 and 100 degrees in the plane: the closest pair is 30 apart.
-    angles = np.radians([0.0, 30.0, 100.0])
-    kernel = np.stack([np.cos(angles), np.sin(angles)])  # (2 features, 3 classes)
-    np.testing.assert_allclose(class_margin(kernel), 30.0, atol=1e-9)
-    np.testing.assert_allclose(class_margin(np.eye(4)), 90.0, atol=1e-9)
-    with pytest.raises(ValueError, match="all zeros"):
-        class_margin(np.array([[1.0, 0.0], [0.0, 0.0]]))
-    with pytest.raises(ValueError, match="features, classes"):
-        class_margin(np.ones((4, 1)))
-
-
-def test_class_margin_of_a_cosine_dense_layer():
-    layer = km.layers.CosineDense(5)
-    layer.build((None, 8))
-    kernel = to_numpy(layer.kernel).astype("float64")
-    unit = kernel / np.linalg.norm(kernel, axis=0)
-    gram = unit.T @ unit
-    expected = np.degrees(np.arccos(np.max(gram[~np.eye(5, dtype=bool)])))
-    np.testing.assert_allclose(class_margin(layer), expected, atol=1e-3)
-
-
-def test_sample_margins_hand_built():
-    scores = np.array([[0.9, 0.1, 0.0], [0.2, 0.5, 0.4], [0.3, 0.6, 0.1], [0.1, 0.1, 0.8]])
-    for labels in ([0, 1, 0, 2], np.eye(3)[[0, 1, 0, 2]]):
-        result = sample_margins(keras.ops.convert_to_tensor(scores, "float32"), labels)
-        np.testing.assert_allclose(result["per_sample"], [0.8, 0.1, -0.3, 0.7], atol=1e-6)
-        np.testing.assert_allclose(result["per_class_min"], [-0.3, 0.1, 0.7], atol=1e-6)
-        np.testing.assert_allclose(result["per_class_mean"], [0.25, 0.1, 0.7], atol=1e-6)
-        np.testing.assert_array_equal(result["per_class_count"], [2, 1, 1])
-    absent = sample_margins(scores, [0, 0, 0, 2])
-    assert np.isnan(absent["per_class_min"][1]) and np.isnan(absent["per_class_mean"][1])
-    with pytest.raises(ValueError, match="outside"):
-        sample_margins(scores, [0, 1, 3, 2])
-    with pytest.raises(ValueError, match="samples"):
-        sample_margins(scores, [0, 1, 2])
-
-
-def test_class_margin_logger_needs_a_cosine_dense_layer():
-    # Logging during a real fit is tested on real data in test_evaluation.py.
-    plain = small_model(num_classes=4, cosine=False)
-    logger = ClassMarginLogger()
-    logger.set_model(plain)
-    with pytest.raises(ValueError, match="no CosineDense"):
-        logger.on_train_begin()
-    with pytest.raises(ValueError, match="CosineDense layer"):
-        ClassMarginLogger(layer=3)
-    assert ClassMarginLogger(layer="head", key="margin").get_config() == {
-        "layer": "head", "key": "margin"}

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from keras_margins import priors
+from keras_margins import priors, validation
 
 COUNTS = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
 
@@ -100,7 +100,7 @@ def test_bad_counts_raise_naming_argument(counts, fragment):
     (lambda: priors.kps_radii(COUNTS, n_base=1), "n_base"),
     (lambda: priors.kps_scales(COUNTS, scale=0), "scale"),
     (lambda: priors.kps_scales(COUNTS, scale=15, max_scale=10), "max_scale"),
-    (lambda: priors.validate_class_counts(COUNTS, num_classes=5), "5 classes"),
+    (lambda: validation.validate_class_counts(COUNTS, num_classes=5), "5 classes"),
 ])
 def test_bad_hyper_parameters_raise(call, name):
     with pytest.raises(ValueError, match=name):

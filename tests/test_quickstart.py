@@ -1,6 +1,7 @@
 """README command 1: the quickstart runs offline and reports every shot group."""
 
 import numpy as np
+import pytest
 
 from applications import quickstart
 
@@ -22,3 +23,9 @@ def test_quickstart_compares_ce_and_ldam_drw(capsys):
             assert 0.0 <= report[key] <= 1.0, (key, report[key])
     printed = capsys.readouterr().out
     assert "| CE " in printed and "| LDAM-DRW " in printed and "Few" in printed
+
+
+def test_cifar10_data_dir_is_the_folder_that_contains_the_datasets(tmp_path):
+    """--data-dir means the datasets folder (cifar10/ inside), as for every program."""
+    with pytest.raises(FileNotFoundError, match="contains cifar10/"):
+        quickstart.load_cifar10_lt(tmp_path, 100, 0)

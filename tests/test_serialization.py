@@ -84,7 +84,7 @@ def test_metric_layer_regularizer_schedule_and_callback_configs():
         assert float(numpy(clone(step))) == pytest.approx(float(numpy(schedule(step))))
     callbacks = [km.callbacks.DeferredReweighting(COUNTS, start_epoch=3, beta=0.999),
                  km.callbacks.GradientAdjustment(start_epoch=7)]
-    callbacks += [getattr(km.metrics, "ClassMarginLogger")()]
+    callbacks += [km.callbacks.ClassMarginLogger()]
     for callback in callbacks:
         config = callback.get_config()
         assert type(callback)(**config).get_config() == config

@@ -1,10 +1,9 @@
-"""Runs the CE-versus-margin-loss demonstrations over seeds and backends and
-tabulates what they print (the evidence behind the gains their docstrings state).
+"""Runs the CE-versus-margin-loss quick start over seeds and backends and
+tabulates what it prints (the evidence behind the gains its docstring states).
 
-    python tools/measure_examples.py quick-start --seeds 0 1 2 \\
-        --backends tensorflow jax torch --json examples/results/quick_start.json
-    python tools/measure_examples.py quickstart --seeds 0 1 2 --json examples/results/quickstart.json
-    python tools/measure_examples.py --table examples/results/quick_start.json
+    python tools/measure_examples.py quickstart --seeds 0 1 2 \\
+        --backends tensorflow jax torch --json examples/results/quickstart.json
+    python tools/measure_examples.py --table examples/results/quickstart.json
 
 Each (backend, seed) runs in a fresh process (the backend is fixed before Keras
 is imported); the Markdown rows it prints are parsed and appended to the JSON
@@ -23,8 +22,7 @@ import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 COMMANDS = {
-    "quick-start": [sys.executable, "examples/quick_start.py"],    # Fashion-MNIST-LT
-    "quickstart": [sys.executable, "-m", "applications.quickstart"],  # digits-LT
+    "quickstart": [sys.executable, "-m", "applications.quickstart"],  # digits-LT by default
 }
 
 

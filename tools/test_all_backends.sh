@@ -2,9 +2,10 @@
 # Installs the pinned development set into .venv (once) and runs the whole test
 # suite on the TensorFlow, JAX and PyTorch backends: one pytest process per
 # backend, run side by side (most of a run is single-threaded compilation), each
-# log printed when all are done. Exit status is non-zero if any backend fails.
+# log printed when all are done, after building the documentation site with
+# mkdocs build --strict. Exit status is non-zero if any backend or the docs fail.
 # Usage: bash tools/test_all_backends.sh [extra pytest args]
-#        BACKENDS="jax" bash tools/test_all_backends.sh tests/test_ldam.py
+#        BACKENDS="jax" bash tools/test_all_backends.sh tests/losses/test_ldam.py
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -17,6 +18,20 @@ fi
 .venv/bin/python -m pip install -q -r requirements/dev.txt
 .venv/bin/python -m pip install -q --no-deps -e .
 set +e
+# The documentation site (mkdocs.yml, docs/) must build with no warning. Not -q:
+# mkdocs' --quiet drops warnings before --strict counts them.
+docs_log=$(mktemp)
+docs_site=$(mktemp -d)
+NO_MKDOCS_2_WARNING=1 .venv/bin/python -m mkdocs build --strict -d "$docs_site" > "$docs_log" 2>&1
+docs_status=$?
+if [ $docs_status -eq 0 ]; then
+  docs_summary="mkdocs build --strict: ok"
+else
+  cat "$docs_log"
+  docs_summary="mkdocs build --strict: FAILED (exit $docs_status, log above)"
+fi
+echo "$docs_summary"
+rm -rf "$docs_site" "$docs_log"
 logs=$(mktemp -d)
 start=$(date +%s)
 for backend in $BACKENDS; do
@@ -37,6 +52,8 @@ for backend in $BACKENDS; do
   echo "=================== KERAS_BACKEND=$backend ==================="
   cat "$logs/$backend.log"
 done
+[ $docs_status -eq 0 ] || status=1
+echo "$docs_summary"
 echo "all backends: $(( $(date +%s) - start )) s, status $status"
 passed=0; failed=0
 for backend in $BACKENDS; do

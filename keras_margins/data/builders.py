@@ -522,13 +522,8 @@ def cifar10_lt(imbalance_ratio=100, profile="exp", *, seed=0, folder=None, data_
     ``download=False`` never touches the network, and a download that cannot
     work fails at once). Ratio 100 keeps ``[5000, 2997, ..., 50]`` (12,406).
     """
-    return _tfds_lt("cifar10", name="cifar10_lt", folder=folder, data_dir=data_dir,
-                    download=download, imbalance_ratio=imbalance_ratio, profile=profile,
-                    class_counts=class_counts, max_count=max_count, seed=seed,
-                    selection=selection, augment=augment, mean=mean, std=std,
-                    batch_size=batch_size, sampler=sampler, shuffle=shuffle, mix=mix,
-                    mix_alpha=mix_alpha, shuffle_seed=shuffle_seed,
-                    max_test_per_class=max_test_per_class, pipeline=pipeline, workers=workers)
+    # Every argument is forwarded unchanged (locals() holds just the parameters).
+    return _tfds_lt("cifar10", name="cifar10_lt", **locals())
 
 
 def cifar100_lt(imbalance_ratio=100, profile="exp", *, seed=0, folder=None, data_dir=None,
@@ -538,13 +533,8 @@ def cifar100_lt(imbalance_ratio=100, profile="exp", *, seed=0, folder=None, data
                 shuffle_seed=None, max_test_per_class=None, pipeline="auto", workers=1):
     """CIFAR-100-LT (fine labels): tfds ``cifar100`` or a ``folder`` (image folders or
     ``cifar-100-python``); ratio 100 keeps 10,847. Arguments: ``cifar10_lt``."""
-    return _tfds_lt("cifar100", name="cifar100_lt", folder=folder, data_dir=data_dir,
-                    download=download, imbalance_ratio=imbalance_ratio, profile=profile,
-                    class_counts=class_counts, max_count=max_count, seed=seed,
-                    selection=selection, augment=augment, mean=mean, std=std,
-                    batch_size=batch_size, sampler=sampler, shuffle=shuffle, mix=mix,
-                    mix_alpha=mix_alpha, shuffle_seed=shuffle_seed,
-                    max_test_per_class=max_test_per_class, pipeline=pipeline, workers=workers)
+    # Every argument is forwarded unchanged (locals() holds just the parameters).
+    return _tfds_lt("cifar100", name="cifar100_lt", **locals())
 
 
 def fashion_mnist_lt(imbalance_ratio=100, profile="exp", *, seed=0, idx_dir=None,

@@ -60,8 +60,8 @@ def read_split_file(list_file, image_root=None, num_classes=None, check_files=Tr
 
     Raises:
         ValueError: naming the file and line for a malformed line (not
-        ``path label``, or a non-integer or negative label), a label out of
-        range, a missing image, or a list with no entries.
+            ``path label``, or a non-integer or negative label), a label out
+            of range, a missing image, or a list with no entries.
     """
     list_file = os.fspath(list_file)
     paths, labels, lines = [], [], []

@@ -1,19 +1,38 @@
-"""Shared machinery of the margin losses: dtype, labels, class weights.
+"""The one pipeline every loss runs through, and the Keras wrapper around it.
 
-``MarginLoss`` is a ``keras.losses.Loss`` that
+Every loss of this package is a *rule*: a small function of a ``Batch`` that
+returns per-sample losses. The pipeline is written once, in
+``per_sample_losses``::
 
-* computes in float32 whatever the dtype policy (float64 when asked), so a
-  ``mixed_float16`` / ``mixed_bfloat16`` model gets a float32 loss and labels
-  are never rounded by a 16-bit cast;
-* accepts sparse (B,), (B, 1) and one-hot (B, C) labels;
-* merges its per-class ``class_weights`` into Keras' sample weights, so the
-  default ``reduction="mean_with_sample_weight"`` is the papers' weighted mean
-  ``sum_i w[y_i] l_i / sum_i w[y_i]`` (PyTorch's rule) and
-  ``reduction="sum_over_batch_size"`` the plain mean of weighted losses;
-* returns NaN for labels outside ``[0, C)`` under ``jit`` (eager: ValueError).
+    y_pred -> float32 scores, checked (batch, classes)
+    y_true -> int32 labels (sparse (B,), (B, 1) or one-hot (B, C))
+           -> Batch: target mask, target scores, per-class look-ups and the
+              non-target maximum, each built at most once
+           -> rule(batch, ...): the loss's hooks (adjusted target score, row
+              scale, target in or out of the denominator, transformed scores)
+              handed to ``Batch.cross_entropy`` (the core op
+              ``keras_margins.ops.margin_softmax_cross_entropy``), or its own
+              sigmoid terms
+           -> NaN for labels outside [0, C) under ``jit`` (eager: ValueError)
+           -> times the class weight ``w_y`` (functional forms only; see below)
 
-Subclasses implement ``per_sample(labels, scores)`` on float scores of shape
-(batch, classes) and int32 labels of shape (batch,).
+The public functional forms (``ldam_loss``, ``kps_loss``, ...) are this
+pipeline with one rule each. ``MarginLoss`` is the ``keras.losses.Loss``
+around it:
+
+* it computes in float32 whatever the dtype policy (float64 when asked), so a
+  ``mixed_float16`` / ``mixed_bfloat16`` model gets a float32 loss;
+* its ``call`` runs the pipeline with the loss's rule and per-class vectors;
+* class weights have one mechanism: ``class_weights`` (a per-class vector,
+  switched by ``DeferredReweighting`` on the losses that accept it, or derived
+  from the counts by the class-balanced and influence-balanced losses) become
+  Keras sample weights in ``__call__``, so ``reduction="mean_with_sample_weight"``
+  is the papers' weighted mean ``sum_i w[y_i] l_i / sum_i w[y_i]`` (PyTorch's
+  rule), ``"sum_over_batch_size"`` the plain mean of weighted losses, and
+  ``reduction=None`` the weighted per-sample values ``w[y_i] l_i`` (which the
+  functional forms return). A rule may also read ``w_y`` as a parameter
+  (``Batch.class_weight``): the focal and influence-balanced losses modulate
+  by the *weighted* cross-entropy, as the reference code does.
 """
 
 import keras
@@ -23,7 +42,7 @@ from keras import ops
 from keras_margins import ops as km_ops
 from keras_margins.priors import validate_class_counts, validate_class_vector
 
-__all__ = ["MarginLoss", "loss_dtype"]
+__all__ = ["MarginLoss", "Batch", "per_sample_losses", "counts_or_vector", "loss_dtype"]
 
 
 def loss_dtype(dtype):
@@ -32,8 +51,174 @@ def loss_dtype(dtype):
     return "float64" if policy.compute_dtype == "float64" else "float32"
 
 
+def _check_sizes(num_classes, vectors, shape):
+    """``ValueError`` naming the first per-class vector whose length is not C."""
+    for name, vector in vectors.items():
+        if vector is None or num_classes is None:
+            continue
+        size = vector.shape[0]
+        if size is not None and size != num_classes:
+            raise ValueError(f"`{name}` has {size} entries but y_pred has {num_classes} "
+                             f"classes (shape {tuple(shape)}).")
+
+
+class Batch:
+    """Scores and labels of one batch, with everything indexed by the labels.
+
+    Built once per call by ``per_sample_losses``; each property is computed on
+    first use and reused, so a rule never builds a mask, clips labels or looks
+    up a per-class vector itself.
+
+    Attributes:
+        scores: (batch, classes) float scores in the compute dtype.
+        labels: (batch,) int32 labels (possibly invalid under ``jit``).
+        num_classes: static number of classes (None if unknown).
+        dtype: the compute dtype.
+    """
+
+    def __init__(self, scores, labels, per_class=None, class_weights=None):
+        self.scores = scores
+        self.labels = labels
+        self.num_classes = scores.shape[-1]
+        self.dtype = ops.dtype(scores)
+        self._vectors = {name: self._tensor(vector) for name, vector in (per_class or {}).items()}
+        self._class_weights = None if class_weights is None else self._tensor(class_weights)
+        self._cache = {}
+
+    def _tensor(self, vector):
+        if isinstance(vector, (list, tuple, np.ndarray)):
+            return ops.convert_to_tensor(np.asarray(vector), dtype=self.dtype)
+        return ops.cast(vector, self.dtype)
+
+    def _cached(self, key, build):
+        if key not in self._cache:
+            self._cache[key] = build()
+        return self._cache[key]
+
+    @property
+    def mask(self):
+        """(batch, classes) boolean, True at each sample's label."""
+        return self._cached("mask", lambda: km_ops.target_mask(self.labels, self.num_classes))
+
+    @property
+    def target(self):
+        """The target scores ``scores[i, y_i]``, shape (batch,)."""
+        return self._cached("target", lambda: self.gather(self.scores))
+
+    def gather(self, scores):
+        """``scores[i, y_i]`` of another (batch, classes) tensor."""
+        return km_ops.gather_target(scores, self.labels)
+
+    def has(self, name):
+        """Whether the per-class vector ``name`` was given."""
+        return name in self._vectors
+
+    def vector(self, name):
+        """The per-class vector ``name`` as a (classes,) tensor of the compute dtype."""
+        return self._vectors[name]
+
+    def lookup(self, name):
+        """``vector[y_i]`` for every sample, shape (batch,)."""
+        return self._cached(("lookup", name),
+                            lambda: km_ops.take_per_class(self._vectors[name], self.labels))
+
+    @property
+    def class_weight(self):
+        """Per-sample class weights ``w[y_i]``, shape (batch,), or None."""
+        if self._class_weights is None:
+            return None
+        return self._cached("class_weight", lambda: km_ops.take_per_class(
+            self._class_weights, self.labels))
+
+    def non_target_max(self, stop_gradient=True):
+        """``(max_{j != y} c_j, argmax)`` of the scores (cached).
+
+        Without gradient by default (a margin chosen from the scores); with
+        ``stop_gradient=False`` the maximum carries the gradient of ``max``.
+        Once computed, ``cross_entropy`` on the same scores reuses the maximum
+        to shift its log-sum-exp (one (batch, classes) reduction fewer).
+        """
+        def build():
+            scores = ops.stop_gradient(self.scores) if stop_gradient else self.scores
+            return km_ops.max_non_target(scores, self.labels, self.mask)
+        return self._cached(("non_target", bool(stop_gradient)), build)
+
+    def cross_entropy(self, target=None, scale=1.0, exclude_target=False, scores=None):
+        """The core op with the loss's hooks: per-sample ``logsumexp(s z) - s t``.
+
+        Args:
+            target: adjusted target scores ``t`` (batch,); default unchanged.
+            scale: python float or (batch,) per-sample scale ``s`` (> 0).
+            exclude_target: drop the target from the denominator.
+            scores: transformed (batch, classes) scores (e.g. KPS radii,
+                logit-adjustment offsets); default the batch's scores.
+        """
+        shift = None
+        if scores is None:
+            scores = self.scores
+            for key in (("non_target", True), ("non_target", False)):
+                if key in self._cache and not exclude_target:
+                    shift = self._cache[key][0]  # the core stops its gradient
+        return km_ops.margin_softmax_cross_entropy(
+            self.labels, scores, target_scores=target, scale=scale,
+            exclude_target=exclude_target, mask=self.mask, non_target_max=shift)
+
+
+def counts_or_vector(name, vector, class_counts, derive):
+    """A functional form's per-class vector: ``vector`` itself, or ``derive(class_counts)``.
+
+    Exactly one of the two must be given (``ValueError`` otherwise).
+    """
+    if (vector is None) == (class_counts is None):
+        given = "both" if vector is not None else "neither"
+        raise ValueError(f"Pass exactly one of `class_counts` and `{name}`, received {given}.")
+    if vector is not None:
+        return validate_class_vector(vector, name)
+    return derive(class_counts)
+
+
+def per_sample_losses(rule, y_true, y_pred, *, per_class=None, class_weights=None,
+                      weigh=True, **arguments):
+    """Runs ``rule`` on a ``Batch`` of ``(y_true, y_pred)``: the one pipeline.
+
+    Args:
+        rule: function ``rule(batch, **arguments)`` returning (batch,) losses.
+        y_true: sparse (B,), (B, 1) or one-hot (B, C) labels.
+        y_pred: (B, C) scores (logits or cosines), any float dtype.
+        per_class: dict of per-class vectors (numpy or tensors) the rule reads
+            through ``Batch.vector`` / ``Batch.lookup``; their lengths must be C.
+        class_weights: optional per-class weights ``w_j``.
+        weigh: multiply the losses by ``w[y_i]`` (``MarginLoss.call`` passes
+            False: Keras' reduction applies them as sample weights).
+        **arguments: passed to ``rule``.
+
+    Returns:
+        (B,) per-sample losses in float32 (float64 for float64 inputs).
+    """
+    scores = km_ops.to_compute_dtype(y_pred)
+    num_classes = km_ops.check_scores(scores)
+    vectors = {name: np.asarray(vector) if isinstance(vector, (list, tuple)) else vector
+               for name, vector in (per_class or {}).items()}
+    if isinstance(class_weights, (list, tuple, np.ndarray)):
+        class_weights = validate_class_vector(class_weights, "class_weights")
+    _check_sizes(num_classes, {**vectors, "class_weights": class_weights}, scores.shape)
+    labels = km_ops.sparse_labels(y_true, num_classes)
+    batch = Batch(scores, labels, vectors, class_weights)
+    losses = km_ops.nan_for_invalid_labels(rule(batch, **arguments), labels, num_classes)
+    if weigh and batch.class_weight is not None:
+        losses = losses * batch.class_weight
+    return losses
+
+
 class MarginLoss(keras.losses.Loss):
-    """Base class: per-sample ``call`` plus class weights merged into reduction.
+    """Base class: the pipeline's ``call`` plus class weights merged into reduction.
+
+    A subclass sets ``rule`` (a function of a ``Batch``), names the attributes
+    passed to it (``rule_parameters``) and saved in its config
+    (``config_parameters``), and overrides ``rule_arguments()`` only to add
+    per-class vectors (margins, scales, ...). ``call`` runs
+    ``per_sample_losses(rule, ...)`` with them, so its per-sample values are the
+    functional form's; ``w_y`` multiplies them through the reduction.
 
     Args:
         class_counts: optional per-class training counts (validated, kept in the
@@ -46,11 +231,16 @@ class MarginLoss(keras.losses.Loss):
         name, dtype: as in ``keras.losses.Loss``; 16-bit dtypes compute in float32.
     """
 
-    #: Whether ``DeferredReweighting`` may switch this loss's class weights.
+    #: Whether ``class_weights`` is a constructor argument (saved in the config)
+    #: that ``DeferredReweighting`` may switch.
     accepts_class_weights = True
-    #: True: class weights become Keras sample weights (weighted-mean reduction).
-    #: False: the subclass applies them inside ``per_sample`` (e.g. focal).
-    class_weights_in_reduction = True
+    #: The loss's rule, ``rule(batch, **arguments) -> (batch,) losses``.
+    rule = None
+    #: Attributes passed to ``rule`` as keyword arguments of the same names.
+    rule_parameters = ()
+    #: Attributes written to ``get_config`` (constructor arguments of the same
+    #: names), besides ``reduction``, ``name``, ``dtype`` and ``class_weights``.
+    config_parameters = ()
 
     def __init__(self, class_counts=None, class_weights=None,
                  reduction="mean_with_sample_weight", name=None, dtype=None):
@@ -77,27 +267,24 @@ class MarginLoss(keras.losses.Loss):
         self._class_weights = (None if value is None else validate_class_vector(
             value, "class_weights", num_classes=self.num_classes))
 
+    def split_inputs(self, y_pred):
+        """``(scores, arguments)``: the (batch, classes) scores inside ``y_pred``
+        (all of it here) and extra per-sample inputs for ``rule`` (none here)."""
+        return km_ops.to_compute_dtype(y_pred), {}
+
     def _check_num_classes(self, scores):
         num_classes = km_ops.check_scores(scores)
-        for name, vector in (("class_counts", self._class_counts),
-                             ("class_weights", self._class_weights)):
-            if vector is not None and num_classes is not None and vector.size != num_classes:
-                raise ValueError(f"`{name}` has {vector.size} entries but y_pred has "
-                                 f"{num_classes} classes (shape {tuple(scores.shape)}).")
+        _check_sizes(num_classes, {"class_counts": self._class_counts,
+                                   "class_weights": self._class_weights}, scores.shape)
         return num_classes
 
-    @staticmethod
-    def constant(values, dtype):
-        """A per-class numpy vector as a tensor of ``dtype``."""
-        return ops.convert_to_tensor(np.asarray(values), dtype=dtype)
-
     def __call__(self, y_true, y_pred, sample_weight=None):
-        if self._class_weights is not None and self.class_weights_in_reduction:
-            scores = ops.convert_to_tensor(y_pred)
-            num_classes = self._check_num_classes(scores)
-            labels = km_ops.sparse_labels(y_true, num_classes)
-            weights = ops.take(self.constant(self._class_weights, self.dtype),
-                               ops.clip(labels, 0, num_classes - 1))
+        if self._class_weights is not None:
+            # The one place class weights act: as Keras sample weights.
+            scores, _ = self.split_inputs(y_pred)
+            labels = km_ops.sparse_labels(y_true, self._check_num_classes(scores))
+            weights = km_ops.take_per_class(
+                ops.convert_to_tensor(self._class_weights, dtype=self.dtype), labels)
             if sample_weight is not None:
                 sample_weight = ops.convert_to_tensor(sample_weight, dtype=self.dtype)
                 if len(sample_weight.shape) == 2 and sample_weight.shape[-1] == 1:
@@ -106,16 +293,19 @@ class MarginLoss(keras.losses.Loss):
             sample_weight = weights
         return super().__call__(y_true, y_pred, sample_weight=sample_weight)
 
-    def call(self, y_true, y_pred):
-        scores = km_ops.to_compute_dtype(y_pred)
-        num_classes = self._check_num_classes(scores)
-        labels = km_ops.sparse_labels(y_true, num_classes)
-        losses = self.per_sample(labels, scores)
-        return km_ops.nan_for_invalid_labels(losses, labels, num_classes)
+    def rule_arguments(self):
+        """``(per_class, arguments)`` for ``rule``: per-class vectors and parameters."""
+        return {}, {name: getattr(self, name) for name in type(self).rule_parameters}
 
-    def per_sample(self, labels, scores):
-        """Per-sample losses, shape (batch,). Implemented by subclasses."""
-        raise NotImplementedError(f"{type(self).__name__} must implement per_sample().")
+    def call(self, y_true, y_pred):
+        if type(self).rule is None:
+            raise NotImplementedError(f"{type(self).__name__} must set `rule`.")
+        scores, inputs = self.split_inputs(y_pred)
+        self._check_num_classes(scores)
+        per_class, arguments = self.rule_arguments()
+        return per_sample_losses(type(self).rule, y_true, scores, per_class=per_class,
+                                 class_weights=self._class_weights, weigh=False,
+                                 **inputs, **arguments)
 
     def get_config(self):
         config = super().get_config()
@@ -123,4 +313,7 @@ class MarginLoss(keras.losses.Loss):
         if type(self).accepts_class_weights:
             config["class_weights"] = (None if self._class_weights is None
                                        else self._class_weights.tolist())
+        for name in type(self).config_parameters:
+            value = getattr(self, name)
+            config[name] = value.tolist() if isinstance(value, np.ndarray) else value
         return config

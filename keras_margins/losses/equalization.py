@@ -29,10 +29,11 @@ import numpy as np
 from keras import ops
 
 from keras_margins import ops as km_ops
-from keras_margins.losses.base import MarginLoss
-from keras_margins.priors import validate_non_negative
+from keras_margins.losses.base import MarginLoss, per_sample_losses
+from keras_margins.validation import (validate_finite, validate_non_negative,
+                                      validate_num_classes)
 
-__all__ = ["EqualizationLossV2", "EqualizationStatistics"]
+__all__ = ["EqualizationLossV2", "EqualizationStatistics", "equalization_loss_v2"]
 
 try:  # Keras' stateless scope: where the JAX trainer keeps the step's state.
     from keras.src.backend.common.stateless_scope import get_stateless_scope
@@ -45,11 +46,85 @@ except ImportError:  # pragma: no cover - other Keras layouts: skip the check
         return False
 
 
-def _validate_num_classes(num_classes):
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
-            or num_classes < 2:
-        raise ValueError(f"`num_classes` must be an integer >= 2, received {num_classes!r}.")
-    return int(num_classes)
+def equalization_weights(positive_gradients, negative_gradients, gamma, mu, alpha,
+                         dtype="float32"):
+    """``(w_pos, w_neg)`` of shape (C,) from the accumulated G+ and G-.
+
+    ``w_neg = sigmoid(gamma * (G+ / G- - mu))`` (1 where ``G- = 0``),
+    ``w_pos = 1 + alpha * (1 - w_neg)``.
+    """
+    positive = ops.cast(positive_gradients, dtype)
+    negative = ops.cast(negative_gradients, dtype)
+    ratio = positive / ops.maximum(negative, ops.cast(1e-30, dtype))
+    negative_weights = ops.where(negative > 0, ops.sigmoid(gamma * (ratio - mu)),
+                                 ops.ones_like(negative))
+    return 1.0 + alpha * (1.0 - negative_weights), negative_weights
+
+
+def _equalization_rule(batch, record=None):
+    """``sum_j w_ij BCE(x_ij, [j == y_i])``; ``record(G+ step, G- step)`` if given."""
+    mask = batch.mask
+    weights = ops.where(mask, batch.vector("positive_weights")[None, :],
+                        batch.vector("negative_weights")[None, :])
+    # sign = +1 on the target: BCE = softplus(-sign*x), |p - t| = sigmoid(-sign*x).
+    # The magnitudes need no gradient, so the BCE keeps the single fused
+    # softplus (its backward is the cheapest) and, outside a Keras trainer
+    # under jit, the unused magnitudes cost nothing.
+    signed = ops.where(mask, batch.scores, -batch.scores)
+    losses = ops.sum(weights * ops.softplus(-signed), axis=-1)
+    if record is not None:
+        magnitudes = ops.stop_gradient(ops.sigmoid(-signed) * weights)
+        # Positive statistics: one value per sample, summed per class (a (batch,)
+        # scatter, not a second (batch, classes) column reduction).
+        valid = km_ops.valid_labels(batch.labels, batch.num_classes)  # jit: bad labels add 0
+        target_magnitudes = ops.where(valid, batch.gather(magnitudes),
+                                      ops.zeros_like(magnitudes[:, 0]))
+        positive = ops.segment_sum(target_magnitudes,
+                                   km_ops.safe_labels(batch.labels, batch.num_classes),
+                                   num_segments=batch.num_classes)
+        negative = ops.sum(ops.where(mask, ops.zeros_like(magnitudes), magnitudes), axis=0)
+        record(positive, negative)
+    return losses
+
+
+def equalization_loss_v2(y_true, y_pred, positive_gradients, negative_gradients,
+                         gamma=12.0, mu=0.8, alpha=4.0):
+    """Per-sample equalization loss v2 for given gradient statistics (no reduction).
+
+    ``w_neg_j = sigmoid(gamma * (G+_j / G-_j - mu))`` (1 where ``G-_j = 0``),
+    ``w_pos_j = 1 + alpha * (1 - w_neg_j)`` and
+    ``l = sum_j w_j * BCE(x_j, [j == y])`` (``w_pos`` on the target column,
+    ``w_neg`` elsewhere). The statistics are inputs here and are not updated
+    (``EqualizationLossV2`` accumulates them).
+
+    Args:
+        y_true: sparse (B,), (B, 1) or one-hot (B, C) labels.
+        y_pred: (B, C) logits.
+        positive_gradients: accumulated G+ (C,).
+        negative_gradients: accumulated G- (C,).
+        gamma: slope of the mapping function, >= 0 (12).
+        mu: centre of the mapping function (0.8).
+        alpha: extra weight of positives, >= 0 (4.0).
+
+    Returns:
+        (B,) float32 losses (float64 for float64 inputs).
+
+    Reference: Tan et al., "Equalization Loss v2: A New Gradient Balance
+    Approach for Long-tailed Object Detection", CVPR 2021, Eq. 5-9.
+    """
+    def statistic(values):
+        if isinstance(values, (list, tuple, np.ndarray)):
+            return ops.convert_to_tensor(np.asarray(values, "float32"))
+        return values
+
+    dtype = km_ops.compute_dtype(ops.convert_to_tensor(y_pred))
+    positive_weights, negative_weights = equalization_weights(
+        statistic(positive_gradients), statistic(negative_gradients),
+        validate_non_negative(gamma, "gamma"), validate_finite(mu, "mu"),
+        validate_non_negative(alpha, "alpha"), dtype)
+    return per_sample_losses(_equalization_rule, y_true, y_pred,
+                             per_class={"positive_weights": positive_weights,
+                                        "negative_weights": negative_weights})
 
 
 class _Link:
@@ -71,7 +146,7 @@ class EqualizationStatistics(keras.layers.Layer):
 
     def __init__(self, num_classes, **kwargs):
         super().__init__(**kwargs)
-        self.num_classes = _validate_num_classes(num_classes)
+        self.num_classes = validate_num_classes(num_classes)
         self.positive_gradients = self.add_weight(
             name="positive_gradients", shape=(self.num_classes,), initializer="zeros",
             trainable=False, dtype="float32", autocast=False)
@@ -144,17 +219,16 @@ class EqualizationLossV2(MarginLoss):
     """
 
     accepts_class_weights = False
+    rule = staticmethod(_equalization_rule)
+    config_parameters = ("num_classes", "gamma", "mu", "alpha")
 
     def __init__(self, num_classes, gamma=12.0, mu=0.8, alpha=4.0,
                  reduction="sum_over_batch_size", name="equalization_loss_v2",
                  dtype=None):
         super().__init__(reduction=reduction, name=name, dtype=dtype)
-        self.num_classes_ = _validate_num_classes(num_classes)
+        self.num_classes_ = validate_num_classes(num_classes)
         self.gamma = validate_non_negative(gamma, "gamma")
-        mu = float(mu)
-        if not np.isfinite(mu):
-            raise ValueError(f"`mu` must be finite, received {mu!r}.")
-        self.mu = mu
+        self.mu = validate_finite(mu, "mu")
         self.alpha = validate_non_negative(alpha, "alpha")
         self._link = _Link(EqualizationStatistics(self.num_classes_,
                                                   name="equalization_statistics"))
@@ -190,41 +264,19 @@ class EqualizationLossV2(MarginLoss):
     def class_weights_from_statistics(self, dtype="float32"):
         """Current ``(w_pos, w_neg)``, each of shape (C,)."""
         stats = self.statistics_layer()
-        positive = ops.cast(stats.positive_gradients, dtype)
-        negative = ops.cast(stats.negative_gradients, dtype)
-        ratio = positive / ops.maximum(negative, ops.cast(1e-30, dtype))
-        negative_weights = ops.where(negative > 0,
-                                     ops.sigmoid(self.gamma * (ratio - self.mu)),
-                                     ops.ones_like(negative))
-        return 1.0 + self.alpha * (1.0 - negative_weights), negative_weights
+        return equalization_weights(stats.positive_gradients, stats.negative_gradients,
+                                    self.gamma, self.mu, self.alpha, dtype)
 
-    def per_sample(self, labels, scores):
+    def rule_arguments(self):
+        positive_weights, negative_weights = self.class_weights_from_statistics()
+        return ({"positive_weights": positive_weights, "negative_weights": negative_weights},
+                {"record": self._accumulate})
+
+    def _check_num_classes(self, scores):
         if scores.shape[-1] is not None and scores.shape[-1] != self.num_classes_:
             raise ValueError(f"`y_pred` must have num_classes={self.num_classes_} columns, "
                              f"received shape {tuple(scores.shape)}.")
-        dtype = ops.dtype(scores)
-        mask = km_ops.target_mask(labels, scores.shape[-1])
-        positive_weights, negative_weights = self.class_weights_from_statistics(dtype)
-        weights = ops.where(mask, positive_weights[None, :], negative_weights[None, :])
-        # sign = +1 on the target: BCE = softplus(-sign*x), |p - t| = sigmoid(-sign*x).
-        # The magnitudes need no gradient, so the BCE keeps the single fused
-        # softplus (its backward is the cheapest) and, outside a Keras trainer
-        # under jit, the unused magnitudes cost nothing.
-        signed = ops.where(mask, scores, -scores)
-        losses = ops.sum(weights * ops.softplus(-signed), axis=-1)
-        magnitudes = ops.stop_gradient(ops.sigmoid(-signed) * weights)
-        # Positive statistics: one value per sample, summed per class (a (batch,)
-        # scatter, not a second (batch, classes) column reduction).
-        num_classes = scores.shape[-1]
-        valid = km_ops.valid_labels(labels, num_classes)  # jit: bad labels add 0
-        target_magnitudes = ops.where(valid, km_ops.gather_target(magnitudes, labels),
-                                      ops.zeros_like(magnitudes[:, 0]))
-        positive = ops.segment_sum(target_magnitudes,
-                                   ops.clip(labels, 0, num_classes - 1),
-                                   num_segments=num_classes)
-        negative = ops.sum(ops.where(mask, ops.zeros_like(magnitudes), magnitudes), axis=0)
-        self._accumulate(positive, negative)
-        return losses
+        return super()._check_num_classes(scores)
 
     def _accumulate(self, positive, negative):
         stats = self.statistics_layer()
@@ -245,9 +297,3 @@ class EqualizationLossV2(MarginLoss):
         for variable, delta in updates:
             delta = ops.cast(delta, "float32")
             variable.assign(ops.convert_to_tensor(variable) + flag * delta)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(num_classes=self.num_classes_, gamma=self.gamma, mu=self.mu,
-                      alpha=self.alpha)
-        return config

@@ -7,22 +7,112 @@ sample-margin regulariser ``R_sm``, alone or added to a base loss.
 import keras
 from keras import ops
 
-from keras_margins import ops as km_ops
-from keras_margins.losses.base import MarginLoss
-from keras_margins.priors import validate_non_negative, validate_positive
+from keras_margins.losses.base import Batch, MarginLoss, per_sample_losses
+from keras_margins.validation import (validate_finite, validate_non_negative,
+                                      validate_positive)
 
-__all__ = ["LMSoftmaxLoss", "GMSoftmaxLoss", "SampleMarginLoss"]
+__all__ = ["LMSoftmaxLoss", "GMSoftmaxLoss", "SampleMarginLoss", "lm_softmax_loss",
+           "gm_softmax_loss", "sample_margin_loss"]
 
 
-def _finite(value, name):
-    """``float(value)``; ``ValueError`` naming ``name`` unless a finite number."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"`{name}` must be a number, received {value!r}.") from None
-    if number != number or number in (float("inf"), float("-inf")):
-        raise ValueError(f"`{name}` must be finite, received {value!r}.")
-    return number
+def _lm_softmax_rule(batch, scale):
+    """Hooks: target out of the denominator, row scale ``s``; divided by ``s``."""
+    return batch.cross_entropy(scale=scale, exclude_target=True) / scale
+
+
+def _validate_gm(alpha1, alpha2, beta1, beta2):
+    alpha1 = validate_finite(alpha1, "alpha1")
+    if alpha1 < 0.5:
+        raise ValueError(f"`alpha1` must be >= 0.5, received {alpha1!r}.")
+    checked_alpha2 = validate_finite(alpha2, "alpha2")
+    if checked_alpha2 > alpha1:
+        raise ValueError(f"`alpha2` must be <= alpha1 ({alpha1:g}), received {alpha2!r}.")
+    beta1, beta2 = validate_finite(beta1, "beta1"), validate_finite(beta2, "beta2")
+    return alpha1, checked_alpha2, beta1, beta2
+
+
+def _gm_softmax_rule(batch, alpha1, alpha2, beta1, beta2, scale):
+    """Hooks: scores ``s c``, target ``a2 s c_y + b2`` in the denominator, then
+    the numerator's ``a1 s c_y + b1`` swapped in."""
+    scaled = scale * batch.scores
+    target = batch.gather(scaled)
+    denominator_target = alpha2 * target + beta2
+    numerator_target = alpha1 * target + beta1
+    # logsumexp(denominator) - denominator_target, then swap in the numerator.
+    losses = batch.cross_entropy(target=denominator_target, scores=scaled)
+    return losses + denominator_target - numerator_target
+
+
+def _sample_margin_rule(batch, cross_entropy_weight=None):
+    """``R_sm = max_{j != y} c_j - c_y``; or ``CE + weight * R_sm`` from one max."""
+    other, _ = batch.non_target_max(stop_gradient=False)
+    regulariser = other - batch.target
+    if cross_entropy_weight is None:
+        return regulariser
+    return batch.cross_entropy() + cross_entropy_weight * regulariser
+
+
+def lm_softmax_loss(y_true, y_pred, scale, *, class_weights=None):
+    """Per-sample largest-margin softmax loss (no reduction).
+
+    ``l = (1/s) * logsumexp_{j != y}(s * (c_j - c_y))`` (the target dropped from
+    the denominator), times ``w_y`` when ``class_weights`` are given.
+
+    Args:
+        y_true: sparse (B,), (B, 1) or one-hot (B, C) labels.
+        y_pred: (B, C) cosines.
+        scale: ``s`` > 0.
+        class_weights: optional per-class weights ``w_j``.
+
+    Returns:
+        (B,) float32 losses (float64 for float64 inputs).
+
+    Reference: Zhou et al., "Learning Towards the Largest Margins", ICLR 2022
+    (LM-Softmax).
+    """
+    return per_sample_losses(_lm_softmax_rule, y_true, y_pred, class_weights=class_weights,
+                             scale=validate_positive(scale, "scale"))
+
+
+def gm_softmax_loss(y_true, y_pred, alpha1, alpha2, beta1, beta2, scale):
+    """Per-sample generalised margin softmax loss (no reduction).
+
+    ``l = -log( exp(s*a1*c_y + b1) / (exp(s*a2*c_y + b2) + sum_{j != y} exp(s*c_j)) )``.
+
+    Args:
+        y_true: sparse (B,), (B, 1) or one-hot (B, C) labels.
+        y_pred: (B, C) cosines.
+        alpha1, alpha2: the target's multipliers in the numerator and the
+            denominator (``alpha1 >= 0.5``, ``alpha2 <= alpha1``).
+        beta1, beta2: the target's offsets in the numerator and the denominator.
+        scale: ``s`` > 0.
+
+    Returns:
+        (B,) float32 losses (float64 for float64 inputs).
+
+    Reference: Zhou et al., "Learning Towards the Largest Margins", ICLR 2022
+    (generalised margin softmax).
+    """
+    alpha1, alpha2, beta1, beta2 = _validate_gm(alpha1, alpha2, beta1, beta2)
+    return per_sample_losses(_gm_softmax_rule, y_true, y_pred, alpha1=alpha1,
+                             alpha2=alpha2, beta1=beta1, beta2=beta2,
+                             scale=validate_positive(scale, "scale"))
+
+
+def sample_margin_loss(y_true, y_pred):
+    """Per-sample sample-margin regulariser ``R_sm = -(c_y - max_{j != y} c_j)``.
+
+    Args:
+        y_true: sparse (B,), (B, 1) or one-hot (B, C) labels.
+        y_pred: (B, C) cosines or logits.
+
+    Returns:
+        (B,) float32 values (float64 for float64 inputs).
+
+    Reference: Zhou et al., "Learning Towards the Largest Margins", ICLR 2022
+    (sample-margin regulariser).
+    """
+    return per_sample_losses(_sample_margin_rule, y_true, y_pred)
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
@@ -52,21 +142,15 @@ class LMSoftmaxLoss(MarginLoss):
     (LM-Softmax).
     """
 
+    rule = staticmethod(_lm_softmax_rule)
+    rule_parameters = ("scale",)
+    config_parameters = ("scale",)
+
     def __init__(self, scale, class_weights=None, reduction="sum_over_batch_size",
                  name="lm_softmax_loss", dtype=None):
         super().__init__(class_weights=class_weights, reduction=reduction, name=name,
                          dtype=dtype)
         self.scale = validate_positive(scale, "scale")
-
-    def per_sample(self, labels, scores):
-        losses = km_ops.margin_softmax_cross_entropy(
-            labels, scores, scale=self.scale, exclude_target=True)
-        return losses / self.scale
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(scale=self.scale)
-        return config
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
@@ -95,36 +179,16 @@ class GMSoftmaxLoss(MarginLoss):
 
     accepts_class_weights = False
 
+    rule = staticmethod(_gm_softmax_rule)
+    rule_parameters = ("alpha1", "alpha2", "beta1", "beta2", "scale")
+    config_parameters = ("alpha1", "alpha2", "beta1", "beta2", "scale")
+
     def __init__(self, alpha1, alpha2, beta1, beta2, scale,
                  reduction="sum_over_batch_size", name="gm_softmax_loss", dtype=None):
         super().__init__(reduction=reduction, name=name, dtype=dtype)
-        self.alpha1 = _finite(alpha1, "alpha1")
-        if self.alpha1 < 0.5:
-            raise ValueError(f"`alpha1` must be >= 0.5, received {alpha1!r}.")
-        self.alpha2 = _finite(alpha2, "alpha2")
-        if self.alpha2 > self.alpha1:
-            raise ValueError(f"`alpha2` must be <= alpha1 ({self.alpha1:g}), received "
-                             f"{alpha2!r}.")
-        self.beta1 = _finite(beta1, "beta1")
-        self.beta2 = _finite(beta2, "beta2")
+        self.alpha1, self.alpha2, self.beta1, self.beta2 = _validate_gm(
+            alpha1, alpha2, beta1, beta2)
         self.scale = validate_positive(scale, "scale")
-
-    def per_sample(self, labels, scores):
-        mask = km_ops.target_mask(labels, scores.shape[-1])
-        scaled = self.scale * scores
-        target = km_ops.gather_target(scaled, labels)
-        denominator_target = self.alpha2 * target + self.beta2
-        numerator_target = self.alpha1 * target + self.beta1
-        # logsumexp(denominator) - denominator_target, then swap in the numerator.
-        losses = km_ops.margin_softmax_cross_entropy(
-            labels, scaled, target_scores=denominator_target, mask=mask)
-        return losses + denominator_target - numerator_target
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(alpha1=self.alpha1, alpha2=self.alpha2, beta1=self.beta1,
-                      beta2=self.beta2, scale=self.scale)
-        return config
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
@@ -162,6 +226,8 @@ class SampleMarginLoss(MarginLoss):
 
     accepts_class_weights = False
 
+    rule = staticmethod(_sample_margin_rule)
+
     def __init__(self, base_loss=None, weight=1.0, reduction="sum_over_batch_size",
                  name="sample_margin_loss", dtype=None):
         super().__init__(reduction=reduction, name=name, dtype=dtype)
@@ -178,9 +244,7 @@ class SampleMarginLoss(MarginLoss):
     @staticmethod
     def sample_margin_regularizer(labels, scores):
         """``R_sm = -(c_y - max_{j != y} c_j)``, shape (batch,)."""
-        mask = km_ops.target_mask(labels, scores.shape[-1])
-        other, _ = km_ops.max_non_target(scores, labels, mask)
-        return other - km_ops.gather_target(scores, labels)
+        return _sample_margin_rule(Batch(scores, labels))
 
     def _fuses_cross_entropy(self):
         """True when the base is plain sparse softmax CE on logits with our reduction."""
@@ -190,19 +254,13 @@ class SampleMarginLoss(MarginLoss):
         return (config.get("from_logits") is True and config.get("ignore_class") is None
                 and self.base_loss.reduction == self.reduction)
 
-    def per_sample(self, labels, scores):
-        if not self._fuses_cross_entropy():
-            return self.sample_margin_regularizer(labels, scores)
-        # CE + weight * R_sm from one non-target max (R_sm's value and CE's shift).
-        mask = km_ops.target_mask(labels, scores.shape[-1])
-        other, _ = km_ops.max_non_target(scores, labels, mask)
-        target = km_ops.gather_target(scores, labels)
-        cross_entropy = km_ops.margin_softmax_cross_entropy(
-            labels, scores, target_scores=target, mask=mask, non_target_max=other)
-        return cross_entropy + self.weight * (other - target)
+    def rule_arguments(self):
+        # Fused: CE + weight * R_sm from one non-target max (R_sm's value and CE's shift).
+        return {}, {"cross_entropy_weight": self.weight if self._fuses_cross_entropy()
+                    else None}
 
     def __call__(self, y_true, y_pred, sample_weight=None):
-        if self._fuses_cross_entropy():  # per_sample holds CE + weight * R_sm
+        if self._fuses_cross_entropy():  # the rule gives CE + weight * R_sm
             return super().__call__(y_true, y_pred, sample_weight=sample_weight)
         regulariser = super().__call__(y_true, y_pred, sample_weight=sample_weight)
         if self.weight != 1.0:

@@ -8,10 +8,71 @@ import keras
 from keras import ops
 
 from keras_margins import ops as km_ops
-from keras_margins.losses.base import MarginLoss
+from keras_margins.losses.base import Batch, MarginLoss, per_sample_losses
 from keras_margins.priors import ldam_margins, validate_non_negative, validate_positive
 
-__all__ = ["MaxMarginLoss"]
+__all__ = ["MaxMarginLoss", "max_margin_loss"]
+
+
+def _sample_margins(batch, delta_neg, beta):
+    """``Delta`` per sample from ``d = c_y - max_{j != y} c_j``, no gradient."""
+    other, _ = batch.non_target_max()
+    distance = ops.stop_gradient(batch.target) - other
+    if batch.has("ldam_margins"):
+        delta_neg = delta_neg - batch.lookup("ldam_margins")
+    else:
+        delta_neg = ops.cast(delta_neg, batch.dtype)
+    offset = ops.where(distance > 0, beta * delta_neg, delta_neg)
+    # exp(-|d| - offset) never overflows, whatever the scores' range.
+    margin = ops.exp(-ops.abs(distance) - offset)
+    margin = ops.where(distance == 0, ops.zeros_like(margin), margin)
+    return ops.stop_gradient(margin)
+
+
+def _max_margin_rule(batch, delta_neg, beta, scale):
+    """Hooks: target ``c_y - Delta`` (per-sample margin), row scale ``s``."""
+    target = batch.target - _sample_margins(batch, delta_neg, beta)
+    # One non-target max serves the margin and the log-sum-exp's shift.
+    return batch.cross_entropy(target=target, scale=scale)
+
+
+def _mm_per_class(class_counts, ldam_max_margin):
+    return ({} if class_counts is None
+            else {"ldam_margins": ldam_margins(class_counts, ldam_max_margin)})
+
+
+def max_margin_loss(y_true, y_pred, delta_neg, beta, scale, class_counts=None,
+                    ldam_max_margin=0.5, *, class_weights=None):
+    """Per-sample maximum-margin loss (MM; MM-LDAM with ``class_counts``), no reduction.
+
+    With ``d = c_y - max_{j != y} c_j``: ``Delta = exp(-d - beta * delta_neg)``
+    if ``d > 0``, ``exp(d - delta_neg)`` if ``d < 0``, 0 if ``d = 0`` (no
+    gradient), and ``l = logsumexp_j(s z_j) - s z_y`` with ``z_y = c_y - Delta``.
+    MM-LDAM replaces ``delta_neg`` by ``delta_neg - g_y`` (LDAM margins ``g``).
+    Times ``w_y`` when ``class_weights`` are given.
+
+    Args:
+        y_true: sparse (B,), (B, 1) or one-hot (B, C) labels.
+        y_pred: (B, C) cosines.
+        delta_neg: offset for misclassified samples, >= 0.
+        beta: ratio ``delta_pos / delta_neg``, >= 0.
+        scale: logit scale ``s`` > 0.
+        class_counts: optional per-class counts (MM-LDAM).
+        ldam_max_margin: largest LDAM margin of MM-LDAM (0.5).
+        class_weights: optional per-class weights ``w_j``.
+
+    Returns:
+        (B,) float32 losses (float64 for float64 inputs).
+
+    Reference: Kang, Vu & Yoo, "Maximum Margin Loss" for long-tailed
+    recognition (the per-sample margin Delta and MM-LDAM).
+    """
+    return per_sample_losses(
+        _max_margin_rule, y_true, y_pred,
+        per_class=_mm_per_class(class_counts,
+                                validate_non_negative(ldam_max_margin, "ldam_max_margin")),
+        class_weights=class_weights, delta_neg=validate_non_negative(delta_neg, "delta_neg"),
+        beta=validate_non_negative(beta, "beta"), scale=validate_positive(scale, "scale"))
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
@@ -59,6 +120,9 @@ class MaxMarginLoss(MarginLoss):
     recognition (the per-sample margin Delta and its MM-LDAM variant).
     """
 
+    rule = staticmethod(_max_margin_rule)
+    config_parameters = ("delta_neg", "beta", "scale", "class_counts", "ldam_max_margin")
+
     def __init__(self, delta_neg, beta, scale, class_counts=None, ldam_max_margin=0.5,
                  class_weights=None, reduction="mean_with_sample_weight",
                  name="max_margin_loss", dtype=None):
@@ -68,45 +132,17 @@ class MaxMarginLoss(MarginLoss):
         self.beta = validate_non_negative(beta, "beta")
         self.scale = validate_positive(scale, "scale")
         self.ldam_max_margin = validate_non_negative(ldam_max_margin, "ldam_max_margin")
-        self.ldam_margins = (None if self._class_counts is None
-                             else ldam_margins(self._class_counts, self.ldam_max_margin))
+        self.ldam_margins = _mm_per_class(self._class_counts,
+                                          self.ldam_max_margin).get("ldam_margins")
 
-    def sample_margins(self, labels, scores, mask=None, other=None):
-        """The margin ``Delta`` of every sample, shape (batch,), no gradient.
+    def rule_arguments(self):
+        per_class = {} if self.ldam_margins is None else {"ldam_margins": self.ldam_margins}
+        return per_class, {"delta_neg": self.delta_neg, "beta": self.beta,
+                           "scale": self.scale}
 
-        ``other``: the largest non-target score, if the caller has it."""
-        scores = ops.stop_gradient(scores)
-        target = km_ops.gather_target(scores, labels)
-        if other is None:
-            other, _ = km_ops.max_non_target(scores, labels, mask)
-        other = ops.stop_gradient(other)
-        distance = target - other
-        if self.ldam_margins is None:
-            delta_neg = ops.cast(self.delta_neg, ops.dtype(scores))
-        else:
-            safe_labels = ops.clip(labels, 0, scores.shape[-1] - 1)
-            delta_neg = self.delta_neg - ops.take(
-                self.constant(self.ldam_margins, ops.dtype(scores)), safe_labels)
-        offset = ops.where(distance > 0, self.beta * delta_neg, delta_neg)
-        # exp(-|d| - offset) never overflows, whatever the scores' range.
-        margin = ops.exp(-ops.abs(distance) - offset)
-        margin = ops.where(distance == 0, ops.zeros_like(margin), margin)
-        return ops.stop_gradient(margin)
-
-    def per_sample(self, labels, scores):
-        mask = km_ops.target_mask(labels, scores.shape[-1])
-        other, _ = km_ops.max_non_target(ops.stop_gradient(scores), labels, mask)
-        target = km_ops.gather_target(scores, labels)
-        target = target - self.sample_margins(labels, scores, mask, other)
-        # One non-target max serves the margin and the log-sum-exp's shift.
-        return km_ops.margin_softmax_cross_entropy(
-            labels, scores, target_scores=target, scale=self.scale, mask=mask,
-            non_target_max=other)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(delta_neg=self.delta_neg, beta=self.beta, scale=self.scale,
-                      class_counts=(None if self._class_counts is None
-                                    else self._class_counts.tolist()),
-                      ldam_max_margin=self.ldam_max_margin)
-        return config
+    def sample_margins(self, labels, scores):
+        """The margin ``Delta`` of every sample, shape (batch,), no gradient."""
+        scores = km_ops.to_compute_dtype(scores)
+        per_class, arguments = self.rule_arguments()
+        batch = Batch(scores, ops.cast(labels, "int32"), per_class)
+        return _sample_margins(batch, arguments["delta_neg"], arguments["beta"])

@@ -145,7 +145,7 @@ def test_training_without_tensorflow(datasets_dir, tmp_path, backend):
     for module in ("tensorflow", "tensorflow_datasets"):
         (tmp_path / module).mkdir()
         (tmp_path / module / "__init__.py").write_text('raise ImportError("blocked for test")\n')
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ, KERAS_BACKEND=backend,
                PYTHONPATH=os.pathsep.join([str(tmp_path), repo]))
     run = subprocess.run([sys.executable, "-c", _NO_TENSORFLOW_RUN,

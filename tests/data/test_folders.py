@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from keras_margins import data
-from tests.backend_utils import small_model
+from backend_utils import small_model
 
 pytestmark = pytest.mark.real_data
 
