@@ -14,10 +14,7 @@ import math
 
 import numpy as np
 
-# Validators live in keras_margins.validation; re-exported here for importers
-# of the earlier location.
-from keras_margins.validation import (_as_float, validate_class_counts,  # noqa: F401
-                                      validate_class_vector, validate_n_base,
+from keras_margins.validation import (_as_float, validate_class_counts, validate_n_base,
                                       validate_non_negative, validate_positive)
 
 __all__ = [

@@ -40,7 +40,7 @@ import numpy as np
 from keras import ops
 
 from keras_margins import ops as km_ops
-from keras_margins.priors import validate_class_counts, validate_class_vector
+from keras_margins.validation import validate_class_counts, validate_class_vector
 
 __all__ = ["MarginLoss", "Batch", "per_sample_losses", "counts_or_vector", "loss_dtype"]
 

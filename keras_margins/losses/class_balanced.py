@@ -16,7 +16,8 @@ from keras import ops
 
 from keras_margins import ops as km_ops
 from keras_margins.losses.base import MarginLoss, per_sample_losses
-from keras_margins.priors import class_balanced_weights, validate_non_negative
+from keras_margins.priors import class_balanced_weights
+from keras_margins.validation import validate_non_negative
 
 __all__ = ["ClassBalancedLoss", "class_balanced_loss"]
 

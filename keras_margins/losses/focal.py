@@ -10,7 +10,7 @@ import keras
 from keras import ops
 
 from keras_margins.losses.base import MarginLoss, per_sample_losses
-from keras_margins.priors import validate_non_negative
+from keras_margins.validation import validate_non_negative
 
 __all__ = ["FocalLoss", "focal_loss", "focal_modulation"]
 

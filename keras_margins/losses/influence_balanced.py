@@ -11,8 +11,9 @@ from keras import ops
 from keras_margins import ops as km_ops
 from keras_margins.losses.base import MarginLoss, per_sample_losses
 from keras_margins.losses.focal import focal_modulation
-from keras_margins.priors import (inverse_frequency_weights, validate_class_counts,
-                                  validate_non_negative, validate_positive)
+from keras_margins.priors import inverse_frequency_weights
+from keras_margins.validation import (validate_class_counts, validate_non_negative,
+                                      validate_positive)
 
 __all__ = ["InfluenceBalancedLoss", "influence_balanced_loss"]
 

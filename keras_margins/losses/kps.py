@@ -8,8 +8,8 @@ import keras
 import numpy as np
 
 from keras_margins.losses.base import MarginLoss, per_sample_losses
-from keras_margins.priors import (kps_margins, kps_radii, kps_scales,
-                                  validate_non_negative, validate_positive)
+from keras_margins.priors import kps_margins, kps_radii, kps_scales
+from keras_margins.validation import validate_non_negative, validate_positive
 
 __all__ = ["KPSLoss", "kps_loss"]
 

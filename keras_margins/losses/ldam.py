@@ -9,8 +9,8 @@ import keras
 from keras import ops
 
 from keras_margins.losses.base import MarginLoss, counts_or_vector, per_sample_losses
-from keras_margins.priors import (ldam_margins, validate_non_negative,
-                                  validate_positive)
+from keras_margins.priors import ldam_margins
+from keras_margins.validation import validate_non_negative, validate_positive
 
 __all__ = ["LDAMLoss", "ELMLoss", "ldam_loss", "elm_loss"]
 

@@ -5,7 +5,7 @@ from keras import ops
 
 from keras_margins import ops as km_ops
 from keras_margins.losses.base import MarginLoss, per_sample_losses
-from keras_margins.priors import validate_non_negative
+from keras_margins.validation import validate_non_negative
 
 __all__ = ["LMSCELoss", "lmsce_loss"]
 

@@ -3,7 +3,8 @@
 import keras
 
 from keras_margins.losses.base import MarginLoss, per_sample_losses
-from keras_margins.priors import log_priors, validate_non_negative
+from keras_margins.priors import log_priors
+from keras_margins.validation import validate_non_negative
 
 __all__ = ["LogitAdjustedLoss", "logit_adjusted_loss"]
 

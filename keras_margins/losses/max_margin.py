@@ -9,7 +9,8 @@ from keras import ops
 
 from keras_margins import ops as km_ops
 from keras_margins.losses.base import Batch, MarginLoss, per_sample_losses
-from keras_margins.priors import ldam_margins, validate_non_negative, validate_positive
+from keras_margins.priors import ldam_margins
+from keras_margins.validation import validate_non_negative, validate_positive
 
 __all__ = ["MaxMarginLoss", "max_margin_loss"]
 
