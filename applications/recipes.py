@@ -10,7 +10,7 @@ protocol's epochs. Loss hyper-parameters come from
 ``applications.hyperparameters.HYPERPARAMETERS`` and can be overridden with
 ``--loss-arg key=value``.
 
-Defaults not fixed by SPEC.md (documented assumptions): the largest-margins
+Defaults the papers do not fix (documented assumptions): the largest-margins
 family (LM-Softmax, NormFace, CosFace, ArcFace) uses scale 5 and margin 0.1 on
 10-class data (the s=5 reference values of the paper's CIFAR-10 setting),
 zero-centroid weight 1.0; LM-Softmax weights samples by class-balanced

@@ -14,7 +14,7 @@ Examples:
     python -m applications.train --dataset digits-lt --imbalance-ratio 10 --smoke
     python -m applications.train --list-recipes
 
-Protocol (SPEC "Training protocols"): SGD momentum 0.9 with PyTorch's coupled
+Protocol (the LDAM-DRW and KPS papers): SGD momentum 0.9 with PyTorch's coupled
 L2 weight decay 2e-4 (``applications.optimizers.CoupledSGD``), lr 0.1,
 batch 128 (KPS 64), linear warm-up over the first 5 of 200 epochs, the rate
 times 0.01 from epoch 160 and 0.0001 from 180 (KPS: 0.1 and 0.01), DRW at 160,

@@ -5,7 +5,7 @@ order, never assumed sorted), validates them and returns a float64 numpy array
 of length ``C``. These are computed once, outside the training graph; the
 losses turn them into constants of the right dtype.
 
-Reference: ``SPEC.md`` "Class-count priors"; LDAM (Cao et al., 2019, Eq. 13),
+References: LDAM (Cao et al., 2019, Eq. 13),
 class-balanced weights (Cui et al., 2019, Eq. 3), logit adjustment (Menon et
 al., 2021, Eq. 10), KPS (Li, Cheung & Hu, Eq. 26-29).
 """

@@ -3,7 +3,7 @@
 Per 0-based epoch ``e``: ``lr * (e + 1) / warmup_epochs`` while
 ``e < warmup_epochs``, then ``lr`` times the product of every decay factor
 whose epoch is ``<= e``. LDAM-DRW on CIFAR (200 epochs): warm-up 5, x0.01 from
-160, x0.0001 from 180; KPS: x0.1 and x0.01 (SPEC "Training protocols").
+160, x0.0001 from 180; KPS: x0.1 and x0.01 (Li, Cheung & Hu).
 The rate is constant within an epoch, as in the authors' code.
 """
 

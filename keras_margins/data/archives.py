@@ -1,7 +1,7 @@
 """Image-folder archives: extract a ``.tar.gz`` / ``.tar`` / ``.zip`` once, reuse it.
 
 ``image_folder_lt`` (and ``cifar10_lt(folder=...)``) accept either a folder or
-an archive of one, such as ``../shared/datasets/cifar10/cifar10-jpeg.tar.gz``,
+an archive of one, such as ``datasets/cifar10/cifar10-jpeg.tar.gz``,
 or a folder that holds a single such archive. The archive is extracted into a
 cache folder (default ``~/.keras/datasets/<archive name>``) that is marked
 complete only after a successful extraction, so later calls cost nothing.
@@ -95,7 +95,7 @@ def resolve_image_root(root, cache_dir=None):
     """A folder of class folders from ``root``: the folder itself, or its archive.
 
     ``root`` may be an archive file, or a folder holding no sub-folders but
-    exactly one archive (e.g. ``../shared/datasets/cifar10``). If the extracted
+    exactly one archive (e.g. ``datasets/cifar10``). If the extracted
     archive has a single top folder, that folder is returned.
     """
     root = pathlib.Path(root).expanduser()
