@@ -14,11 +14,11 @@ from keras_margins import callbacks, layers, losses, ops, priors, schedules, val
 __version__ = "0.1.0"
 
 _LAZY_MODULES = {"data", "metrics", "regularizers", "evaluation", "margins", "groups",
-                 "reporting"}
+                 "reporting", "sam", "decoupling"}
 
-__all__ = ["callbacks", "data", "evaluate_long_tailed", "evaluation", "groups", "layers",
-           "losses", "margins", "metrics", "ops", "priors", "regularizers", "reporting",
-           "schedules", "validation", "__version__"]
+__all__ = ["callbacks", "data", "decoupling", "evaluate_long_tailed", "evaluation", "groups",
+           "layers", "losses", "margins", "metrics", "ops", "priors", "regularizers", "reporting",
+           "sam", "schedules", "validation", "__version__"]
 
 
 def __getattr__(name):
