@@ -41,6 +41,12 @@ HYPERPARAMETERS = {
     "gm-softmax": {"alpha1": 1.0, "alpha2": 1.0, "beta1": 0.0, "beta2": 0.5, "scale": 16.0},
     # Park et al., ICCV 2021: InfluenceBalancedLoss (the recipe adds focal's gamma).
     "influence-balanced": {"alpha": 1000.0},
+    # Kini et al., NeurIPS 2021: VSLoss (the authors' CIFAR-10-LT ratio-100 command).
+    "vs": {"gamma": 0.2, "tau": 1.2},
+    # Hong et al., CVPR 2021: LADELoss (the authors' CIFAR-100-LT configuration).
+    "lade": {"alpha": 0.1, "remine_lambda": 0.1},
+    # Zhong et al., CVPR 2021 (MiSLAS): LabelAwareSmoothingLoss, CIFAR-10-LT ratio 100.
+    "label-aware-smoothing": {"eps_max": 0.3, "eps_min": 0.0, "shape": "concave"},
     # Face-recognition settings: NormFace, CosFace, ArcFace (and its combined
     # margin), SphereFace.
     "normface-face": {"scale": 16.0},

@@ -54,6 +54,10 @@ def constructors(losses_module=None):
         "ClassBalancedLoss[sigmoid]": class_balanced("sigmoid"),
         "LogitAdjustedLoss": lambda n: L.LogitAdjustedLoss(n, **hp("logit-adjusted")),
         "InfluenceBalancedLoss": lambda n: L.InfluenceBalancedLoss(n, **hp("influence-balanced")),
+        "VSLoss": lambda n: L.VSLoss(n, **hp("vs")),
+        "LADELoss": lambda n: L.LADELoss(n, **hp("lade")),
+        "LabelAwareSmoothingLoss": lambda n: L.LabelAwareSmoothingLoss(
+            n, **hp("label-aware-smoothing")),
         "EqualizationLossV2": lambda n: L.EqualizationLossV2(num_classes=len(n)),
         "MaxMarginLoss": lambda n: L.MaxMarginLoss(**hp("mm-ldam-cifar100", class_counts=n)),
         "KPSLoss": lambda n: L.KPSLoss(n, **hp("kps")),

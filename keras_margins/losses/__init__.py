@@ -19,6 +19,9 @@ from keras_margins.losses.focal import FocalLoss, focal_loss
 from keras_margins.losses.influence_balanced import (InfluenceBalancedLoss,
                                                      influence_balanced_loss)
 from keras_margins.losses.kps import KPSLoss, kps_loss
+from keras_margins.losses.label_aware_smoothing import (LabelAwareSmoothingLoss,
+                                                        label_aware_smoothing_loss)
+from keras_margins.losses.lade import LADELoss, lade_loss
 from keras_margins.losses.largest_margin import (GMSoftmaxLoss, LMSoftmaxLoss,
                                                  SampleMarginLoss, gm_softmax_loss,
                                                  lm_softmax_loss, sample_margin_loss)
@@ -26,6 +29,7 @@ from keras_margins.losses.ldam import ELMLoss, LDAMLoss, elm_loss, ldam_loss
 from keras_margins.losses.lmsce import LMSCELoss, lmsce_loss
 from keras_margins.losses.logit_adjusted import LogitAdjustedLoss, logit_adjusted_loss
 from keras_margins.losses.max_margin import MaxMarginLoss, max_margin_loss
+from keras_margins.losses.vs import VSLoss, vs_loss
 from keras_margins.losses.normalized import (ArcFaceLoss, CombinedMarginLoss, CosFaceLoss,
                                              NormFaceLoss, SphereFaceLoss, arc_face_loss,
                                              combined_margin_loss, cos_face_loss,
@@ -41,10 +45,12 @@ __all__ = [
     # baselines
     "FocalLoss", "ClassBalancedLoss", "LogitAdjustedLoss", "InfluenceBalancedLoss",
     "EqualizationLossV2", "EqualizationStatistics",
+    "VSLoss", "LADELoss", "LabelAwareSmoothingLoss",
     # functional forms: per-sample values, no reduction
     "ldam_loss", "elm_loss", "max_margin_loss", "kps_loss", "lmsce_loss",
     "lm_softmax_loss", "gm_softmax_loss", "sample_margin_loss",
     "combined_margin_loss", "norm_face_loss", "cos_face_loss", "arc_face_loss",
     "sphere_face_loss", "focal_loss", "class_balanced_loss", "logit_adjusted_loss",
     "influence_balanced_loss", "equalization_loss_v2",
+    "vs_loss", "lade_loss", "label_aware_smoothing_loss",
 ]

@@ -100,6 +100,15 @@ CASES = {
     "logit_adjusted": (lambda **k: F.LogitAdjustedLoss(COUNTS, tau=0.7, **k),
                        lambda y, x, **k: F.logit_adjusted_loss(y, x, COUNTS, tau=0.7, **k),
                        _logits, False),
+    "vs": (lambda **k: F.VSLoss(COUNTS, gamma=0.3, tau=1.0, **k),
+           lambda y, x, **k: F.vs_loss(y, x, COUNTS, gamma=0.3, tau=1.0, **k), _logits, True),
+    "lade": (lambda **k: F.LADELoss(COUNTS, alpha=0.5, remine_lambda=0.2, **k),
+             lambda y, x, **k: F.lade_loss(y, x, COUNTS, alpha=0.5, remine_lambda=0.2, **k),
+             _logits, False),
+    "label_aware_smoothing": (
+        lambda **k: F.LabelAwareSmoothingLoss(COUNTS, 0.4, 0.1, "convex", **k),
+        lambda y, x, **k: F.label_aware_smoothing_loss(y, x, COUNTS, 0.4, 0.1, "convex", **k),
+        _logits, True),
     **{f"class_balanced_{kind}": (
         lambda kind=kind, **k: F.ClassBalancedLoss(COUNTS, beta=0.999, loss_type=kind,
                                                    gamma=0.5, **k),
@@ -133,7 +142,7 @@ def test_functional_forms_are_exported_and_documented():
     functions = [name for name in km.losses.__all__
                  if callable(getattr(km.losses, name))
                  and not isinstance(getattr(km.losses, name), type)]
-    assert len(functions) == 18
+    assert len(functions) == 21
     for name in functions:
         doc = getattr(km.losses, name).__doc__
         assert doc and "Args:" in doc and "Reference:" in doc, name
