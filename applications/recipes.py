@@ -106,7 +106,8 @@ class Recipe:
     """One method's protocol.
 
     ``make_loss(counts, overrides)`` returns the compiled loss;
-    ``stage`` is ``None``, ``"drw"``, ``"ga"`` or ``"ib"``.
+    ``stage`` is ``None``, ``"drw"``, ``"ga"`` or ``"ib"``; ``sam_rho`` trains
+    with sharpness-aware minimisation of that radius (``keras_margins.sam``).
     """
     name: str
     description: str
@@ -118,6 +119,7 @@ class Recipe:
     decay_factors: tuple = PAPER_PROTOCOL.decay_factors
     zero_centroid: bool = False
     defaults: dict = field(default_factory=dict)
+    sam_rho: float = None
 
     def build_loss(self, class_counts, overrides=None):
         kwargs = {**self.defaults, **(overrides or {})}
@@ -244,6 +246,14 @@ def _ce_rsm(counts, kw):
                                      **hyperparameters("sample-margin", **kw))
 
 
+def _vs(counts, kw):
+    return km_losses.VSLoss(counts, **hyperparameters("vs", **kw))
+
+
+def _lade(counts, kw):
+    return km_losses.LADELoss(counts, **hyperparameters("lade", **kw))
+
+
 def _ib_focal(counts, kw):
     # IB-Focal: the influence-balanced loss with focal's gamma.
     ib = km_losses.InfluenceBalancedLoss(counts, **hyperparameters(
@@ -257,6 +267,9 @@ _KATO = "Kato & Hotta (ELM)"
 _KANG = "Kang, Vu & Yoo (Maximum Margin)"
 _LI = "Li, Cheung & Hu (KPS)"
 _ZHOU = "Zhou et al., ICLR 2022 (largest margins)"
+_RANGWANI = "Rangwani et al., NeurIPS 2022 (SAM)"
+_KINI = "Kini et al., NeurIPS 2021 (VS)"
+_HONG = "Hong et al., CVPR 2021 (LADE)"
 
 #: Published last-epoch top-1 (%) on CIFAR-10-LT, exponential ratio 100, ResNet-32,
 #: 200 epochs, per recipe: (top-1, source). Each paper's CE baseline is 70.4.
@@ -329,6 +342,14 @@ def _build():
                zero_centroid=True),
         Recipe("ce-rsm", f"CE (scaled cosines) + {H['sample-margin']['weight']:g} R_sm "
                "(sample-margin regulariser)", _ZHOU, "cosine", _ce_rsm),
+        Recipe("ldam-drw-sam", f"LDAM-DRW trained with SAM (rho {H['sam']['rho']:g})",
+               _RANGWANI, "cosine", _ldam, stage="drw", sam_rho=H["sam"]["rho"]),
+        Recipe("kps-ga-sam", f"KPS-GA trained with SAM (rho {H['sam']['rho']:g})",
+               _LI + " / " + _RANGWANI, stage="ga", sam_rho=H["sam"]["rho"], **kps),
+        Recipe("vs", f"vector-scaling loss (gamma {H['vs']['gamma']:g}, tau "
+               f"{H['vs']['tau']:g}), plain Dense head", _KINI, "dense", _vs),
+        Recipe("lade", f"LADE (alpha {H['lade']['alpha']:g}), plain Dense head", _HONG,
+               "dense", _lade),
         Recipe("ib-focal", f"CE, then IB-Focal (alpha {H['influence-balanced']['alpha']:g}, "
                f"gamma {H['focal']['gamma']:g}) from epoch {P.ib_epoch}/{P.epochs}",
                "Park et al., ICCV 2021", "dense_l1", _ib_focal, stage="ib"),

@@ -107,6 +107,9 @@ def build_parser():
     train.add_argument("--loss-arg", action="append", type=_loss_arg, default=[],
                        metavar="KEY=VALUE", help="override a loss hyper-parameter, e.g. "
                        "--loss-arg scale=16 (repeatable; values parsed as JSON)")
+    train.add_argument("--sam-rho", type=float,
+                       help="train with sharpness-aware minimisation of this radius "
+                            "(default: the recipe's; 0 turns SAM off)")
     train.add_argument("--zero-centroid-weight", type=float, default=1.0,
                        help="weight of the zero-centroid regulariser of -zc recipes (1.0)")
     train.add_argument("--max-steps", type=int,
@@ -185,6 +188,8 @@ def _run_folder(args, data, recipe_name, seed):
         group += f"-{args.tag}"
     # --loss-arg variants of a recipe get their own folder (a sweep must not overwrite)
     variant = "".join(f"-{key}{value}" for key, value in sorted(dict(args.loss_arg).items()))
+    if getattr(args, "sam_rho", None) is not None:
+        variant += f"-rho{args.sam_rho:g}"
     return args.results_dir / group / f"{recipe_name}{variant}" / f"seed{seed}"
 
 
@@ -264,6 +269,10 @@ def build_run(args, recipe_name, seed):
     counts = list(data.class_counts)
     loss = recipe.build_loss(counts, dict(args.loss_arg))
     model, model_name = build_model(args, data, recipe, seed)
+    sam_rho = recipe.sam_rho if getattr(args, "sam_rho", None) is None else args.sam_rho
+    if sam_rho:
+        from keras_margins.sam import sam_model
+        model = sam_model(model, rho=sam_rho)
     train_data = data.train_batches(args.max_steps)
     steps_per_epoch = data.steps(train_data)
     schedule_kwargs = resolve_schedule(recipe, args.epochs)
@@ -291,6 +300,7 @@ def build_run(args, recipe_name, seed):
         "momentum": args.momentum, "weight_decay": args.weight_decay,
         "weight_decay_form": "coupled L2 as torch.optim.SGD (CoupledSGD)",
         "schedule": schedule_kwargs,
+        "sam_rho": sam_rho or None,
         "stage": recipe.stage, "stage_epoch": recipe.stage_epoch(args.epochs, args.smoke),
         "zero_centroid_weight": args.zero_centroid_weight if recipe.zero_centroid else None,
         "loss_args": dict(args.loss_arg), "tag": args.tag,
