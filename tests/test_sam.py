@@ -1,5 +1,7 @@
 """SAMModel / ASAM: one step against the two-pass formula in NumPy, rho = 0 is the
-base optimizer, the DRW stage switch under jit, batch-norm statistics, config."""
+base optimizer, the DRW stage switch under jit, batch-norm statistics, config.
+ImbSAMModel: one step against its head/tail formula in NumPy, no tail classes is
+the base optimizer, every class a tail class is SAM, config."""
 
 import os
 
@@ -253,3 +255,111 @@ def test_both_passes_use_the_same_dropout_mask():
 
 def test_exported_lazily():
     assert "sam" in km.__all__ and km.sam.SAMModel is km.sam.SAMModel
+
+
+# -- ImbSAM ----------------------------------------------------------------------
+
+LABELS = np.array([0, 1, 2, 0, 2, 1], "int32")
+WC = RNG.normal(size=(3, 3)).astype("float32")
+BC = RNG.normal(size=(3,)).astype("float32")
+
+
+def classifier(model_class=keras.Model, **kwargs):
+    inputs = keras.Input((3,))
+    outputs = keras.layers.Dense(3, name="dense")(inputs)
+    model = model_class(inputs, outputs, **kwargs)
+    model.get_layer("dense").set_weights([WC, BC])
+    return model
+
+
+def cross_entropy_and_grad(w, b, part=None, sample_weight=None):
+    """Keras' sparse softmax cross-entropy of x w + b (weighted sum / batch size),
+    and the gradient of the samples in ``part`` (all when None), in float64."""
+    x = X.astype("float64")
+    sw = np.ones(len(x)) if sample_weight is None else sample_weight.astype("float64")
+    logits = x @ w + b
+    logits = logits - logits.max(1, keepdims=True)
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    onehot = np.eye(3)[LABELS]
+    loss = np.sum(sw * -np.log(np.sum(probs * onehot, 1))) / len(x)
+    keep = np.ones(len(x)) if part is None else part.astype("float64")
+    dz = (sw * keep)[:, None] * (probs - onehot) / len(x)
+    return loss, x.T @ dz, dz.sum(0)
+
+
+def numpy_imbsam_step(tail, rho, lr, sample_weight=None):
+    """g = grad L_head(w) + grad L_tail(w + e), e = rho grad L_tail(w) / ||.||."""
+    w, b = WC.astype("float64"), BC.astype("float64")
+    in_tail = np.isin(LABELS, tail)
+    loss, head_w, head_b = cross_entropy_and_grad(w, b, ~in_tail, sample_weight)
+    _, tail_w, tail_b = cross_entropy_and_grad(w, b, in_tail, sample_weight)
+    norm = np.sqrt(np.sum(tail_w ** 2) + np.sum(tail_b ** 2))
+    scale = rho / norm if norm > 0 else 0.0
+    _, sharp_w, sharp_b = cross_entropy_and_grad(
+        w + scale * tail_w, b + scale * tail_b, in_tail, sample_weight)
+    return loss, w - lr * (head_w + sharp_w), b - lr * (head_b + sharp_b)
+
+
+def classifier_step(model, labels, sample_weight=None, lr=0.5):
+    model.compile(optimizer=keras.optimizers.SGD(lr), jit_compile=JIT,
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+                  if labels.ndim == 1 or labels.shape[-1] == 1 else
+                  keras.losses.CategoricalCrossentropy(from_logits=True))
+    logs = model.train_on_batch(X, labels, sample_weight=sample_weight, return_dict=True)
+    w, b = model.get_layer("dense").get_weights()
+    return float(logs["loss"]), w, b
+
+
+@pytest.mark.parametrize("tail_classes,labels,sample_weight", [
+    ([2], LABELS, None),                                       # sparse (batch,)
+    ([False, True, True], np.eye(3, dtype="float32")[LABELS], SAMPLE_WEIGHT),  # one-hot
+    ([1], LABELS[:, None], SAMPLE_WEIGHT)])                    # sparse (batch, 1)
+def test_imbsam_step_matches_the_formula(tail_classes, labels, sample_weight):
+    model = classifier(km.sam.ImbSAMModel, rho=0.5, tail_classes=tail_classes)
+    loss, w, b = classifier_step(model, labels, sample_weight)
+    tail = np.flatnonzero(tail_classes) if isinstance(tail_classes[0], bool) else tail_classes
+    expected_loss, expected_w, expected_b = numpy_imbsam_step(tail, 0.5, 0.5, sample_weight)
+    np.testing.assert_allclose(loss, expected_loss, rtol=1e-5)
+    np.testing.assert_allclose(w, expected_w, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(b, expected_b, rtol=1e-5, atol=1e-6)
+    # Neither plain SGD nor SAM on the whole loss.
+    _, plain_w, _ = numpy_imbsam_step([], 0.0, 0.5, sample_weight)
+    _, sam_w, _ = numpy_imbsam_step([0, 1, 2], 0.5, 0.5, sample_weight)
+    assert not np.allclose(w, plain_w, rtol=1e-4, atol=0)
+    assert not np.allclose(w, sam_w, rtol=1e-4, atol=0)
+
+
+def test_imbsam_without_tail_is_plain_and_all_tail_is_sam():
+    _, none_w, none_b = classifier_step(
+        classifier(km.sam.ImbSAMModel, rho=0.5, tail_classes=[]), LABELS)
+    _, plain_w, plain_b = numpy_imbsam_step([], 0.0, 0.5)  # plain SGD
+    np.testing.assert_allclose(none_w, plain_w, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(none_b, plain_b, rtol=1e-5, atol=1e-6)
+    _, sam_w, sam_b = classifier_step(classifier(km.sam.SAMModel, rho=0.5), LABELS)
+    _, all_w, all_b = classifier_step(
+        classifier(km.sam.ImbSAMModel, rho=0.5, tail_classes=[True] * 3), LABELS)
+    np.testing.assert_allclose(all_w, sam_w, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(all_b, sam_b, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(sam_w, plain_w, rtol=1e-4, atol=0)
+
+
+def test_imbsam_config_saving_and_bad_tail_classes(tmp_path):
+    model = classifier(km.sam.ImbSAMModel, rho=0.2, adaptive=True,
+                       tail_classes=[False, True, True])
+    config = model.get_config()
+    assert (config["rho"], config["adaptive"], config["tail_classes"]) == (0.2, True, [1, 2])
+    revived = km.sam.ImbSAMModel.from_config(config)
+    assert isinstance(revived, km.sam.ImbSAMModel) and revived.tail_classes == [1, 2]
+    path = os.path.join(tmp_path, "imbsam.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, km.sam.ImbSAMModel)
+    assert (loaded.rho, loaded.adaptive, loaded.eta, loaded.tail_classes) == (
+        0.2, True, 0.01, [1, 2])
+    np.testing.assert_array_equal(loaded.get_layer("dense").get_weights()[0], WC)
+    for bad in (None, "2", [-1], [0.5], [[1, 2]]):
+        with pytest.raises(ValueError, match="tail_classes"):
+            classifier(km.sam.ImbSAMModel, tail_classes=bad)
+    with pytest.raises(ValueError, match="rho.*received"):
+        classifier(km.sam.ImbSAMModel, rho=-1.0, tail_classes=[1])
+    assert km.sam.tail_classes_below([500, 120, 99, 10], 100) == [2, 3]
