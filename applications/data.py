@@ -125,7 +125,7 @@ def _digits_lt(class_counts, **kwargs):
 
 def load_dataset(name, data_dir=None, imbalance_ratio=100.0, profile="exp", seed=0,
                  max_per_class=None, train_fraction=None, batch_size=128, shuffle_seed=None,
-                 pipeline="auto"):
+                 pipeline="auto", sampler=None, mixup_alpha=None):
     """Builds the long-tailed training pipeline and its balanced test pipeline.
 
     Args:
@@ -143,6 +143,10 @@ def load_dataset(name, data_dir=None, imbalance_ratio=100.0, profile="exp", seed
         shuffle_seed: seed of shuffling and augmentation (default ``seed``).
         pipeline: ``"tfdata"``, ``"numpy"`` or ``"auto"`` (tf.data when TensorFlow
             imports, else numpy; ``keras_margins.data.resolve_pipeline``).
+        sampler: training-batch sampler (``keras_margins.data.get_sampler``: None =
+            shuffled instances, ``"class_balanced"``, ...).
+        mixup_alpha: mix the training batches with ``keras.layers.MixUp`` of this
+            alpha (soft labels; tf.data pipeline only).
     """
     if name not in DATASETS:
         raise ValueError(f"`dataset` must be one of {DATASETS}, received {name!r}.")
@@ -159,7 +163,9 @@ def load_dataset(name, data_dir=None, imbalance_ratio=100.0, profile="exp", seed
     pipeline = km_data.resolve_pipeline(pipeline)
     kwargs = dict(class_counts=selected, seed=seed, batch_size=batch_size,
                   shuffle_seed=shuffle_seed, max_test_per_class=max_per_class,
-                  pipeline=pipeline)
+                  pipeline=pipeline, sampler=sampler)
+    if mixup_alpha:
+        kwargs.update(mix="mixup", mix_alpha=float(mixup_alpha))
     if name == "fashion-mnist-lt":
         folder = _require(data_dir / "fashion-mnist", "Fashion-MNIST IDX files")
         train, test, info = km_data.fashion_mnist_lt(

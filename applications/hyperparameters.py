@@ -50,6 +50,14 @@ HYPERPARAMETERS = {
     # Rangwani et al., NeurIPS 2022: the SAM radius of the -sam recipes (our choice
     # for the reduced protocol; the paper tunes rho per method and dataset).
     "sam": {"rho": 0.5},
+    # Second stages of the two-stage recipes (applications.decoupled): epochs as in
+    # Kang et al., ICLR 2020; tau 1 (the paper picks tau on validation data).
+    "second-stage": {"epochs": 10, "tau": 1.0},
+    # Alshammari et al., CVPR 2022: stage-1 weight decay; the MaxNorm cap of stage 2
+    # (our choice).
+    "weight-balancing": {"weight_decay": 5e-3, "max_norm": 1.0},
+    # Zhong et al., CVPR 2021 (MiSLAS): MixUp alpha of stage 1.
+    "mislas": {"mixup_alpha": 1.0},
     # Face-recognition settings: NormFace, CosFace, ArcFace (and its combined
     # margin), SphereFace.
     "normface-face": {"scale": 16.0},

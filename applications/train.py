@@ -101,15 +101,21 @@ def build_parser():
     train.add_argument("--batch-size", type=int, help="default: the recipe's (128; KPS 64)")
     train.add_argument("--lr", type=float, default=0.1, help="base learning rate (0.1)")
     train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (0.9)")
-    train.add_argument("--weight-decay", type=float, default=2e-4,
-                       help="coupled L2 weight decay as in torch.optim.SGD (2e-4): adds "
-                            "wd*w to every gradient before momentum")
+    train.add_argument("--weight-decay", type=float,
+                       help="coupled L2 weight decay as in torch.optim.SGD (default: the "
+                            "recipe's, 2e-4 for all but weight-balancing): adds wd*w to "
+                            "every gradient before momentum")
     train.add_argument("--loss-arg", action="append", type=_loss_arg, default=[],
                        metavar="KEY=VALUE", help="override a loss hyper-parameter, e.g. "
                        "--loss-arg scale=16 (repeatable; values parsed as JSON)")
     train.add_argument("--sam-rho", type=float,
                        help="train with sharpness-aware minimisation of this radius "
                             "(default: the recipe's; 0 turns SAM off)")
+    train.add_argument("--stage1-from", type=pathlib.Path, metavar="FOLDER",
+                       help="two-stage recipes (crt, tau-norm, lws): take stage 1 from an "
+                            "earlier run's folder (its model.keras and history.json, e.g. "
+                            "of the ce recipe with the same data and seed) instead of "
+                            "training it again")
     train.add_argument("--zero-centroid-weight", type=float, default=1.0,
                        help="weight of the zero-centroid regulariser of -zc recipes (1.0)")
     train.add_argument("--max-steps", type=int,
@@ -193,15 +199,18 @@ def _run_folder(args, data, recipe_name, seed):
     return args.results_dir / group / f"{recipe_name}{variant}" / f"seed{seed}"
 
 
-def load_data(args, batch_size, seed):
+def load_data(args, batch_size, seed, sampler=None, mixup_alpha=None):
     """The run's batch sources (``--pipeline``): the subset is fixed by ``--subset-seed``,
-    shuffling and augmentation follow the training ``seed``."""
+    shuffling and augmentation follow the training ``seed``; ``sampler`` (e.g.
+    ``"class_balanced"``) and ``mixup_alpha`` (MixUp, soft labels) change the
+    training batches."""
     from applications.data import load_dataset
     return load_dataset(args.dataset, args.data_dir, args.imbalance_ratio, args.profile,
                         seed=args.subset_seed, max_per_class=64 if args.smoke else None,
                         train_fraction=(0.025 if args.smoke and args.dataset != "digits-lt"
                                         else None),
-                        batch_size=batch_size, shuffle_seed=seed, pipeline=args.pipeline)
+                        batch_size=batch_size, shuffle_seed=seed, pipeline=args.pipeline,
+                        sampler=sampler, mixup_alpha=mixup_alpha)
 
 
 def predict_test_set(model, logits_layer, data):
@@ -245,6 +254,7 @@ class Run:
     schedule_kwargs: dict
     callbacks: list
     config: dict
+    logits_layer: str = "logits"
 
 
 def build_run(args, recipe_name, seed):
@@ -254,13 +264,13 @@ def build_run(args, recipe_name, seed):
     import numpy as np
 
     from applications.optimizers import CoupledSGD
-    from applications.recipes import LogitsAccuracy, get_recipe
+    from applications.recipes import LogitsAccuracy, MixedLabelAccuracy, get_recipe
     from keras_margins.schedules import WarmupStepDecay
 
     recipe = get_recipe(recipe_name)
     batch_size = args.batch_size or recipe.batch_size
     start = time.perf_counter()
-    data = load_data(args, batch_size, seed)
+    data = load_data(args, batch_size, seed, mixup_alpha=recipe.mixup_alpha)
     print(f"{data.name}: {data.num_train} training images, counts {data.class_counts}, "
           f"{data.num_test} test images ({time.perf_counter() - start:.1f} s)", flush=True)
     folder = _run_folder(args, data, recipe.name, seed)
@@ -277,10 +287,16 @@ def build_run(args, recipe_name, seed):
     steps_per_epoch = data.steps(train_data)
     schedule_kwargs = resolve_schedule(recipe, args.epochs)
     schedule = WarmupStepDecay(args.lr, steps_per_epoch=steps_per_epoch, **schedule_kwargs)
+    weight_decay = next(value for value in (args.weight_decay, recipe.weight_decay, 2e-4)
+                        if value is not None)
     optimizer = CoupledSGD(schedule, momentum=args.momentum,
-                           coupled_weight_decay=args.weight_decay)
-    metric = (LogitsAccuracy(data.num_classes) if recipe.head == "dense_l1"
-              else keras.metrics.SparseCategoricalAccuracy(name="accuracy"))
+                           coupled_weight_decay=weight_decay)
+    if recipe.head == "dense_l1":
+        metric = LogitsAccuracy(data.num_classes)
+    elif recipe.mixup_alpha:   # MixUp batches carry soft (B, C) labels
+        metric = MixedLabelAccuracy(name="accuracy")
+    else:
+        metric = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
     jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
     if jit == "auto" and args.smoke and keras.backend.backend() == "tensorflow":
         jit = False   # XLA compilation costs more than 3 smoke steps save
@@ -297,10 +313,11 @@ def build_run(args, recipe_name, seed):
         "trainable_parameters": int(sum(np.prod(w.shape) for w in model.trainable_weights)),
         "loss": keras.losses.serialize(loss), "epochs": args.epochs,
         "steps_per_epoch": steps_per_epoch, "batch_size": batch_size, "lr": args.lr,
-        "momentum": args.momentum, "weight_decay": args.weight_decay,
+        "momentum": args.momentum, "weight_decay": weight_decay,
         "weight_decay_form": "coupled L2 as torch.optim.SGD (CoupledSGD)",
         "schedule": schedule_kwargs,
-        "sam_rho": sam_rho or None,
+        "sam_rho": sam_rho or None, "mixup_alpha": recipe.mixup_alpha,
+        "second_stage": recipe.second_stage,
         "stage": recipe.stage, "stage_epoch": recipe.stage_epoch(args.epochs, args.smoke),
         "zero_centroid_weight": args.zero_centroid_weight if recipe.zero_centroid else None,
         "loss_args": dict(args.loss_arg), "tag": args.tag,
@@ -310,7 +327,8 @@ def build_run(args, recipe_name, seed):
     (folder / "config.json").write_text(json.dumps(config, indent=2, default=str))
     return Run(args=args, recipe=recipe, seed=seed, data=data, folder=folder, model=model,
                model_name=model_name, train_data=train_data, schedule_kwargs=schedule_kwargs,
-               callbacks=stage_callbacks, config=config)
+               callbacks=stage_callbacks, config=config,
+               logits_layer="dense_logits" if recipe.head == "dense_l1" else "logits")
 
 
 def fit_run(run):
@@ -342,8 +360,7 @@ def report_run(run, history, train_seconds):
     import numpy as np
     args, recipe, data, folder, seed = run.args, run.recipe, run.data, run.folder, run.seed
     counts = list(data.class_counts)
-    logits_layer = "dense_logits" if recipe.head == "dense_l1" else "logits"
-    logits, features, test_labels = predict_test_set(run.model, logits_layer, data)
+    logits, features, test_labels = predict_test_set(run.model, run.logits_layer, data)
     report = evaluate(run.model, logits, test_labels, counts)
     (folder / "report.json").write_text(json.dumps(report, indent=2))
     if not args.no_save_model:
@@ -380,11 +397,63 @@ def report_run(run, history, train_seconds):
     return summary
 
 
+def _check_stage1_folder(folder, recipe_name):
+    """``--stage1-from`` needs a two-stage recipe and a complete run folder."""
+    from applications.recipes import get_recipe
+    if get_recipe(recipe_name).second_stage is None:
+        raise ValueError(f"--stage1-from needs a two-stage recipe, received "
+                         f"{recipe_name!r}.")
+    folder = pathlib.Path(folder)
+    missing = [name for name in ("config.json", "model.keras", "history.json",
+                                 "summary.json") if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"--stage1-from {folder}: expected a run folder with "
+                                f"config.json, model.keras, history.json and summary.json; "
+                                f"missing {missing}.")
+
+
+def load_stage1(run, folder):
+    """Stage 1 of a two-stage recipe from an earlier run's folder: its trained model
+    and history (``--stage1-from``); returns ``(history, train_seconds)``."""
+    import keras
+    folder = pathlib.Path(folder)
+    earlier = json.loads((folder / "config.json").read_text())
+    for key in ("dataset", "class_counts", "seed", "epochs", "head"):
+        if earlier.get(key) != run.config.get(key):
+            raise ValueError(f"--stage1-from {folder}: its {key} {earlier.get(key)!r} differs "
+                             f"from this run's {run.config.get(key)!r}.")
+    run.model = keras.saving.load_model(folder / "model.keras", compile=False)
+    history = json.loads((folder / "history.json").read_text())
+    summary = json.loads((folder / "summary.json").read_text())
+    run.config["stage1_from"] = str(folder)
+    return history, summary["train_seconds"]
+
+
+def run_second_stage(run):
+    """``applications.decoupled.second_stage`` on a fitted run; records its settings
+    in config.json."""
+    from applications.decoupled import second_stage
+    start = time.perf_counter()
+    run.model, run.logits_layer, details = second_stage(run, verbose=run.args.verbose or 0)
+    run.config["second_stage_details"] = {**details,
+                                          "seconds": time.perf_counter() - start}
+    (run.folder / "config.json").write_text(json.dumps(run.config, indent=2, default=str))
+    print(f"[{run.recipe.name} seed {run.seed}] second stage {run.recipe.second_stage}: "
+          f"{details} ({run.config['second_stage_details']['seconds']:.0f} s)", flush=True)
+
+
 def run_recipe(args, recipe_name, seed):
-    """Trains one recipe with one seed (``build_run``, ``fit_run``, ``report_run``);
-    returns the summary dict."""
+    """Trains one recipe with one seed (``build_run``, ``fit_run`` or ``load_stage1``,
+    the second stage if any, ``report_run``); returns the summary dict."""
+    if getattr(args, "stage1_from", None) is not None:
+        _check_stage1_folder(args.stage1_from, recipe_name)
     run = build_run(args, recipe_name, seed)
-    history, train_seconds = fit_run(run)
+    if getattr(args, "stage1_from", None) is not None:
+        history, train_seconds = load_stage1(run, args.stage1_from)
+    else:
+        history, train_seconds = fit_run(run)
+    if run.recipe.second_stage is not None:
+        run_second_stage(run)
     return report_run(run, history, train_seconds)
 
 

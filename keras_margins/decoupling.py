@@ -223,23 +223,47 @@ class _Frozen:
         return False
 
 
+def _is_batch_source(x, y):
+    """Whether ``x`` is a source of ``(inputs, labels)`` batches (``y`` not given)."""
+    return y is None and not isinstance(x, (np.ndarray, list, tuple))
+
+
+def _batch_norm_layers(model):
+    return [item for item in _all_layers(model)
+            if isinstance(item, keras.layers.BatchNormalization)]
+
+
 def _fit(model, head, trained, x, y, epochs, batch_size, optimizer, loss, seed, num_samples,
          transform, verbose, **fit_kwargs):
-    """Fits ``model`` on class-balanced batches with only the layers ``trained`` trainable."""
+    """Fits ``model`` with only the layers ``trained`` trainable, on class-balanced
+    batches of the arrays ``(x, y)`` or on the batch source ``x`` as it is."""
     epochs = _int_at_least(epochs, "epochs", 1)
     batch_size = _int_at_least(batch_size, "batch_size", 1)
-    x, y = _check_arrays(x, y)
-    y = validate_labels(y, _num_classes(head), name="y")
+    if _is_batch_source(x, y):
+        batches = x
+    else:
+        x, y = _check_arrays(x, y)
+        y = validate_labels(y, _num_classes(head), name="y")
+        batches = class_balanced_batches(x, y, batch_size, seed=seed,
+                                         num_samples=num_samples, transform=transform)
     if loss is None:
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=_is_linear(head))
     if optimizer is None:
         optimizer = keras.optimizers.SGD(learning_rate=0.01, momentum=0.9)
-    batches = class_balanced_batches(x, y, batch_size, seed=seed, num_samples=num_samples,
-                                     transform=transform)
     with _Frozen(model, trained):
         model.compile(optimizer=optimizer, loss=loss)
         model.fit(batches, epochs=epochs, verbose=verbose, **fit_kwargs)
     return model
+
+
+def _check_inputs(x, y):
+    """Arrays ``(x, y)`` of the same length, or a batch source ``x`` with ``y=None``."""
+    if not _is_batch_source(x, y):
+        if y is None:
+            raise ValueError(f"`y` is required with array inputs `x` (received an array of "
+                             f"shape {np.asarray(x).shape} and y=None); pass labels, or a "
+                             f"dataset of (inputs, labels) batches as `x`.")
+        _check_arrays(x, y)
 
 
 def _reinitialize(head, seed):
@@ -255,9 +279,9 @@ def _reinitialize(head, seed):
         variable.assign(initializer(tuple(variable.shape), dtype=variable.dtype))
 
 
-def classifier_retraining(model, x, y, epochs=10, *, batch_size=128, optimizer=None,
+def classifier_retraining(model, x, y=None, epochs=10, *, batch_size=128, optimizer=None,
                           loss=None, layer=None, reinitialize=True, seed=0, num_samples=None,
-                          transform=None, verbose=0, **fit_kwargs):
+                          transform=None, train_batch_norm=False, verbose=0, **fit_kwargs):
     """Classifier re-training (cRT): re-train only the head, class-balanced, backbone frozen.
 
     The head's weights are drawn again from its initialisers, then ``model`` is
@@ -268,8 +292,12 @@ def classifier_retraining(model, x, y, epochs=10, *, batch_size=128, optimizer=N
     Args:
         model: a functional or ``Sequential`` model with a ``Dense`` or
             ``CosineDense`` head; modified in place.
-        x: training inputs, ``(N, ...)``.
-        y: integer class ids (sparse, ``(N, 1)`` or one-hot).
+        x: training inputs, ``(N, ...)``; or, with ``y=None``, a batch source
+            (``tf.data.Dataset``, ``keras.utils.PyDataset``) of ``(inputs,
+            labels)`` batches, used as it is (make it class-balanced, e.g. with
+            the ``class_balanced`` sampler of ``keras_margins.data``).
+        y: integer class ids (sparse, ``(N, 1)`` or one-hot); ``None`` with a
+            batch source.
         epochs: epochs of re-training, ``>= 1``.
         batch_size: samples per batch.
         optimizer: default ``SGD(0.01, momentum=0.9)``.
@@ -281,6 +309,9 @@ def classifier_retraining(model, x, y, epochs=10, *, batch_size=128, optimizer=N
         seed: seed of the sampler and of the re-initialisation.
         num_samples: samples per epoch (default ``len(y)``).
         transform: ``transform(x_batch, rng)`` applied to each batch (augmentation).
+        train_batch_norm: also train every ``BatchNormalization`` layer (its scale,
+            offset and moving statistics, in training mode): the "shift learning"
+            of MiSLAS (Zhong et al., CVPR 2021, Sec. 3.3).
         verbose: ``model.fit``'s verbosity.
         **fit_kwargs: further ``model.fit`` arguments (e.g. ``callbacks``).
 
@@ -295,10 +326,11 @@ def classifier_retraining(model, x, y, epochs=10, *, batch_size=128, optimizer=N
     """
     head = find_head(model, layer)
     _int_at_least(epochs, "epochs", 1)
-    _check_arrays(x, y)
+    _check_inputs(x, y)
     if reinitialize:
         _reinitialize(head, seed)
-    return _fit(model, head, [head], x, y, epochs, batch_size, optimizer, loss, seed,
+    trained = [head] + (_batch_norm_layers(model) if train_batch_norm else [])
+    return _fit(model, head, trained, x, y, epochs, batch_size, optimizer, loss, seed,
                 num_samples, transform, verbose, **fit_kwargs)
 
 
@@ -343,7 +375,7 @@ class LearnableWeightScaling(keras.layers.Layer):
         return config
 
 
-def learnable_weight_scaling(model, x, y, epochs=10, *, batch_size=128, optimizer=None,
+def learnable_weight_scaling(model, x, y=None, epochs=10, *, batch_size=128, optimizer=None,
                              loss=None, seed=0, num_samples=None, transform=None, verbose=0,
                              **fit_kwargs):
     """Learnable weight scaling (LWS): learn per-class scales ``f_j`` of the frozen head.
@@ -356,7 +388,8 @@ def learnable_weight_scaling(model, x, y, epochs=10, *, batch_size=128, optimize
     Args:
         model: a functional or ``Sequential`` model whose last layer is a
             ``Dense`` (linear activation: logits) or ``CosineDense`` head.
-        x: training inputs, ``(N, ...)``.
+        x: training inputs, ``(N, ...)``, or a batch source (with ``y=None``), as
+            in ``classifier_retraining``.
         y: integer class ids (sparse, ``(N, 1)`` or one-hot).
         epochs: epochs of training, ``>= 1``.
         optimizer: default ``SGD(0.01, momentum=0.9)``.
@@ -380,7 +413,7 @@ def learnable_weight_scaling(model, x, y, epochs=10, *, batch_size=128, optimize
                          f"linear activation, received {_describe_layer(head)} with "
                          f"activation {activation!r}.")
     _int_at_least(epochs, "epochs", 1)
-    _check_arrays(x, y)
+    _check_inputs(x, y)
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ValueError(f"expected a model with one input and one output, received "
                          f"{len(model.inputs)} inputs and {len(model.outputs)} outputs.")

@@ -203,3 +203,35 @@ def test_exported_lazily():
     import keras_margins
     assert "decoupling" in keras_margins.__all__
     assert keras_margins.decoupling is decoupling
+
+
+def test_crt_takes_a_batch_source_and_shift_learning_trains_batch_norm_only():
+    """A PyDataset of class-balanced batches is used as given; ``train_batch_norm``
+    (MiSLAS's shift learning) also trains every BatchNormalization layer — its
+    scale, offset and moving statistics — while the other layers stay bit-identical."""
+    model = make_model()
+    x, y = make_data()
+    batches = decoupling.class_balanced_batches(x, y, batch_size=16, seed=1, num_samples=48)
+    backbone, bn = model.get_layer("backbone"), model.get_layer("bn")
+    before_backbone, before_bn = weights_of([backbone]), weights_of([bn])
+    decoupling.classifier_retraining(model, batches, epochs=1, reinitialize=False,
+                                     optimizer=keras.optimizers.SGD(0.1))
+    for old, new in zip(before_backbone + before_bn, weights_of([backbone, bn])):
+        assert np.array_equal(old, new)          # head only
+    decoupling.classifier_retraining(model, batches, epochs=1, reinitialize=False,
+                                     train_batch_norm=True,
+                                     optimizer=keras.optimizers.SGD(0.1))
+    for old, new in zip(before_backbone, weights_of([backbone])):
+        assert np.array_equal(old, new)
+    changed = [not np.array_equal(old, new) for old, new in zip(before_bn, weights_of([bn]))]
+    assert all(changed), changed                 # gamma, beta, moving mean and variance
+    assert bn.trainable and backbone.trainable   # flags restored
+
+
+def test_decoupling_needs_labels_with_array_inputs():
+    model = make_model()
+    x, _ = make_data()
+    with pytest.raises(ValueError, match=r"`y` is required with array inputs `x`.*\(60, 6\)"):
+        decoupling.classifier_retraining(model, x, epochs=1)
+    with pytest.raises(ValueError, match=r"`y` is required with array inputs"):
+        decoupling.learnable_weight_scaling(model, x, epochs=1)
