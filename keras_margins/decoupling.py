@@ -311,7 +311,7 @@ def classifier_retraining(model, x, y=None, epochs=10, *, batch_size=128, optimi
         transform: ``transform(x_batch, rng)`` applied to each batch (augmentation).
         train_batch_norm: also train every ``BatchNormalization`` layer (its scale,
             offset and moving statistics, in training mode): the "shift learning"
-            of MiSLAS (Zhong et al., CVPR 2021, Sec. 3.3).
+            of MiSLAS (Zhong et al., CVPR 2021, "shifted batch normalization").
         verbose: ``model.fit``'s verbosity.
         **fit_kwargs: further ``model.fit`` arguments (e.g. ``callbacks``).
 

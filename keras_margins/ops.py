@@ -21,6 +21,7 @@ __all__ = [
     "to_compute_dtype",
     "check_scores",
     "sparse_labels",
+    "label_mixture",
     "target_mask",
     "safe_labels",
     "gather_target",
@@ -110,6 +111,90 @@ def sparse_labels(y_true, num_classes):
             raise ValueError(f"`y_true` holds label {bad}, outside [0, {num_classes}) "
                              f"for y_pred with {num_classes} classes.")
     return labels
+
+
+def _describe_row(row):
+    """``{class: value}`` of a label row's largest entries, its size, sum and min."""
+    row = np.asarray(row, "float64")
+    largest = [k for k in np.argsort(-row, kind="stable")[:4] if row[k] != 0]
+    entries = ", ".join(f"{int(k)}: {row[k]:.4g}" for k in largest)
+    more = ", ..." if np.count_nonzero(row) > len(largest) else ""
+    return (f"{{{entries}{more}}} ({np.count_nonzero(row)} non-zero entries, sum "
+            f"{row.sum():.4g}, min {row.min():.4g})")
+
+
+def label_mixture(y_true, num_classes, soft=True, tolerance=1e-3, sum_tolerance=1e-2):
+    """The labels of ``y_true`` as a mixture of at most two hard labels.
+
+    Sparse labels (B,) or (B, 1) and exact one-hot rows give one component
+    ``(labels, None)``. Soft rows ``q`` of shape (B, C) (MixUp / CutMix targets:
+    non-negative, summing to 1) give two: the two largest entries per row,
+    ``[(labels_a, q_a), (labels_b, q_b)]`` with ``q_a >= q_b >= 0``, so that a
+    per-sample loss is the mixture ``q_a l(x, a) + q_b l(x, b)`` (Zhang et al.
+    2018). A row needs more than two classes (label smoothing) when its mass
+    outside the two largest entries exceeds ``tolerance``; such rows, negative
+    entries and rows not summing to 1 (within ``sum_tolerance``, which allows
+    bfloat16-rounded MixUp targets) are invalid. With
+    ``soft=False`` (losses defined for hard labels only) a (B, C) row is valid
+    only when it is exactly one-hot.
+
+    In eager mode an invalid row raises ``ValueError``, and all-one-hot labels
+    give the single component (the sparse labels, same values bit for bit).
+    Under ``jit`` the rows cannot be inspected: two components are always
+    returned (``q_b = 0`` for one-hot rows) and ``valid``, a (B,) boolean,
+    marks the rows whose losses must become NaN (see ``nan_for_invalid_labels``).
+
+    Returns:
+        ``(components, valid)``: a list of ``(labels, coefficients)`` with int32
+        (B,) labels and float (B,) coefficients (None: 1), and ``valid`` (None
+        when every row is known to be valid).
+    """
+    y_true = ops.convert_to_tensor(y_true)
+    shape = tuple(y_true.shape)
+    if not (len(shape) == 2 and shape[-1] == num_classes and num_classes not in (None, 1)):
+        return [(sparse_labels(y_true, num_classes), None)], None
+    q = to_compute_dtype(y_true)
+    first = ops.max(q, axis=-1)
+    total = ops.sum(q, axis=-1)
+    non_negative = ops.min(q, axis=-1) >= 0
+    # Exactly one-hot: non-negative, a 1 and nothing else (sums are exact here).
+    one_hot = ops.logical_and(non_negative, ops.logical_and(first == 1.0, total == 1.0))
+    checked = _concrete_numpy(one_hot)
+    # The largest entry's column from max reductions (``argmax`` and ``top_k``
+    # are several times slower on CPU under XLA); ties give the first column.
+    columns = ops.arange(num_classes, dtype="int32")[None, :]
+    hits = ops.where(q == ops.expand_dims(first, -1), columns, ops.cast(num_classes, "int32"))
+    labels_a = ops.minimum(ops.min(hits, axis=-1), num_classes - 1)  # NaN rows: last
+    if checked is not None and np.all(checked):  # eager one-hot: the sparse labels
+        return [(labels_a, None)], None
+    if not soft:
+        if checked is not None:
+            _raise_bad_row(q, checked, shape, soft)
+        return [(labels_a, None)], one_hot
+    second, labels_b = max_non_target(q, labels_a)
+    valid = ops.logical_and(non_negative, ops.logical_and(
+        ops.abs(total - 1.0) <= sum_tolerance, total - first - second <= tolerance))
+    if checked is not None:  # eager: raise on bad rows
+        _raise_bad_row(q, _concrete_numpy(valid), shape, soft)
+        valid = None
+    return [(labels_a, first), (labels_b, second)], valid
+
+
+def _raise_bad_row(q, valid, shape, soft):
+    """``ValueError`` naming the first row of ``q`` that ``valid`` rejects (if any)."""
+    if np.all(valid):
+        return
+    row = int(np.argmin(valid))
+    found = _describe_row(_concrete_numpy(q)[row])
+    if soft:
+        raise ValueError(
+            f"`y_true` of shape {shape} must hold one-hot rows or soft labels "
+            f"mixing at most two classes (non-negative, summing to 1, as from "
+            f"keras.layers.MixUp or CutMix); row {row} is {found}.")
+    raise ValueError(
+        f"This loss is defined for hard labels only: `y_true` of shape {shape} "
+        f"must be sparse labels or one-hot rows (0/1, a single 1), not soft "
+        f"labels; row {row} is {found}.")
 
 
 def target_mask(labels, num_classes):

@@ -5,7 +5,9 @@ returns per-sample losses. The pipeline is written once, in
 ``per_sample_losses``::
 
     y_pred -> float32 scores, checked (batch, classes)
-    y_true -> int32 labels (sparse (B,), (B, 1) or one-hot (B, C))
+    y_true -> int32 labels (sparse (B,), (B, 1) or one-hot (B, C)); soft
+              (B, C) labels q (MixUp, CutMix) -> the two largest entries per
+              row, each a label with its coefficient (``ops.label_mixture``)
            -> Batch: target mask, target scores, per-class look-ups and the
               non-target maximum, each built at most once
            -> rule(batch, ...): the loss's hooks (adjusted target score, row
@@ -14,7 +16,10 @@ returns per-sample losses. The pipeline is written once, in
               ``keras_margins.ops.margin_softmax_cross_entropy``), or its own
               sigmoid terms
            -> NaN for labels outside [0, C) under ``jit`` (eager: ValueError)
-           -> times the class weight ``w_y`` (functional forms only; see below)
+           -> soft labels: the mixture ``q_a l(x, a) + q_b l(x, b)`` of the rule
+              run once per label (NaN under ``jit`` for rows mixing 3+ classes)
+           -> times the class weight ``w_y`` (functional forms only; see below);
+              for soft labels ``w(q) = q_a w_a + q_b w_b``
 
 The public functional forms (``ldam_loss``, ``kps_loss``, ...) are this
 pipeline with one rule each. ``MarginLoss`` is the ``keras.losses.Loss``
@@ -33,6 +38,15 @@ around it:
   functional forms return). A rule may also read ``w_y`` as a parameter
   (``Batch.class_weight``): the focal and influence-balanced losses modulate
   by the *weighted* cross-entropy, as the reference code does.
+
+Soft labels: a (B, C) ``y_true`` with rows ``q`` (non-negative, summing to 1)
+gives the mixture of Zhang et al. 2018 (the mixup criterion),
+``l(x, q) = sum_k q_k l(x, k)``, with each component using its own class's
+margin, scale and weight, and the class weight ``w(q) = sum_k q_k w_k``. Rows
+may mix at most two classes (MixUp, CutMix); rows mixing more (label
+smoothing) raise ``ValueError`` in eager mode and give NaN under ``jit``.
+Losses defined for hard labels only (``accepts_soft_labels = False``) accept
+one-hot rows and reject any other (B, C) rows the same way.
 """
 
 import keras
@@ -42,7 +56,8 @@ from keras import ops
 from keras_margins import ops as km_ops
 from keras_margins.validation import validate_class_counts, validate_class_vector
 
-__all__ = ["MarginLoss", "Batch", "per_sample_losses", "counts_or_vector", "loss_dtype"]
+__all__ = ["MarginLoss", "Batch", "per_sample_losses", "counts_or_vector", "loss_dtype",
+           "mixed_class_weights"]
 
 
 def loss_dtype(dtype):
@@ -84,6 +99,15 @@ class Batch:
         self._vectors = {name: self._tensor(vector) for name, vector in (per_class or {}).items()}
         self._class_weights = None if class_weights is None else self._tensor(class_weights)
         self._cache = {}
+
+    def with_labels(self, labels):
+        """A ``Batch`` of the same scores and per-class vectors with other labels."""
+        other = Batch.__new__(Batch)
+        other.scores, other.labels = self.scores, labels
+        other.num_classes, other.dtype = self.num_classes, self.dtype
+        other._vectors, other._class_weights = self._vectors, self._class_weights
+        other._cache = {}
+        return other
 
     def _tensor(self, vector):
         if isinstance(vector, (list, tuple, np.ndarray)):
@@ -177,19 +201,46 @@ def counts_or_vector(name, vector, class_counts, derive):
     return derive(class_counts)
 
 
+def _mixture(terms):
+    """``sum_k q_k v_k`` over ``(values, q)`` terms (``q`` None: 1; ``q = 0``: 0,
+    whatever ``v``)."""
+    total = None
+    for values, coefficient in terms:
+        if coefficient is not None:
+            coefficient = ops.cast(coefficient, ops.dtype(values))
+            values = ops.where(coefficient > 0, coefficient * values,
+                               ops.zeros_like(values))
+        total = values if total is None else total + values
+    return total
+
+
+def mixed_class_weights(class_weights, components):
+    """Per-sample class weights ``w(q) = sum_k q_k w_k`` of ``label_mixture``'s
+    components (``w[y_i]`` for hard labels), shape (batch,)."""
+    return _mixture([(km_ops.take_per_class(class_weights, labels), coefficient)
+                     for labels, coefficient in components])
+
+
 def per_sample_losses(rule, y_true, y_pred, *, per_class=None, class_weights=None,
-                      weigh=True, **arguments):
+                      weigh=True, soft_labels=True, **arguments):
     """Runs ``rule`` on a ``Batch`` of ``(y_true, y_pred)``: the one pipeline.
+
+    Soft (B, C) labels ``q`` give the mixture ``sum_k q_k l(x, k)`` over the
+    (at most two) classes of each row, weighted by ``w(q) = sum_k q_k w_k``.
 
     Args:
         rule: function ``rule(batch, **arguments)`` returning (batch,) losses.
-        y_true: sparse (B,), (B, 1) or one-hot (B, C) labels.
+        y_true: sparse (B,), (B, 1), one-hot (B, C) or soft (B, C) labels
+            (rows mixing at most two classes, see ``ops.label_mixture``).
         y_pred: (B, C) scores (logits or cosines), any float dtype.
         per_class: dict of per-class vectors (numpy or tensors) the rule reads
             through ``Batch.vector`` / ``Batch.lookup``; their lengths must be C.
         class_weights: optional per-class weights ``w_j``.
         weigh: multiply the losses by ``w[y_i]`` (``MarginLoss.call`` passes
             False: Keras' reduction applies them as sample weights).
+        soft_labels: False for a loss defined for hard labels only: (B, C)
+            labels must then be one-hot (``ValueError`` in eager mode, NaN
+            rows under ``jit``).
         **arguments: passed to ``rule``.
 
     Returns:
@@ -202,11 +253,17 @@ def per_sample_losses(rule, y_true, y_pred, *, per_class=None, class_weights=Non
     if isinstance(class_weights, (list, tuple, np.ndarray)):
         class_weights = validate_class_vector(class_weights, "class_weights")
     _check_sizes(num_classes, {**vectors, "class_weights": class_weights}, scores.shape)
-    labels = km_ops.sparse_labels(y_true, num_classes)
-    batch = Batch(scores, labels, vectors, class_weights)
-    losses = km_ops.nan_for_invalid_labels(rule(batch, **arguments), labels, num_classes)
+    components, valid = km_ops.label_mixture(y_true, num_classes, soft=soft_labels)
+    batch = Batch(scores, components[0][0], vectors, class_weights)
+    batches = [batch] + [batch.with_labels(labels) for labels, _ in components[1:]]
+    losses = _mixture([
+        (km_ops.nan_for_invalid_labels(rule(part, **arguments), part.labels, num_classes),
+         coefficient) for part, (_, coefficient) in zip(batches, components)])
+    if valid is not None:
+        losses = ops.where(valid, losses, ops.cast(np.nan, ops.dtype(losses)))
     if weigh and batch.class_weight is not None:
-        losses = losses * batch.class_weight
+        losses = losses * _mixture([(part.class_weight, coefficient)
+                                    for part, (_, coefficient) in zip(batches, components)])
     return losses
 
 
@@ -218,7 +275,10 @@ class MarginLoss(keras.losses.Loss):
     (``config_parameters``), and overrides ``rule_arguments()`` only to add
     per-class vectors (margins, scales, ...). ``call`` runs
     ``per_sample_losses(rule, ...)`` with them, so its per-sample values are the
-    functional form's; ``w_y`` multiplies them through the reduction.
+    functional form's; ``w_y`` multiplies them through the reduction. Soft
+    (B, C) labels ``q`` (MixUp, CutMix) give the mixture ``sum_k q_k l(x, k)``
+    with the weight ``w(q) = sum_k q_k w_k``; a subclass defined for hard
+    labels only sets ``accepts_soft_labels = False``.
 
     Args:
         class_counts: optional per-class training counts (validated, kept in the
@@ -234,6 +294,9 @@ class MarginLoss(keras.losses.Loss):
     #: Whether ``class_weights`` is a constructor argument (saved in the config)
     #: that ``DeferredReweighting`` may switch.
     accepts_class_weights = True
+    #: Whether soft (B, C) labels (MixUp / CutMix mixtures) are accepted; False
+    #: for a loss defined for hard labels only (one-hot rows still accepted).
+    accepts_soft_labels = True
     #: The loss's rule, ``rule(batch, **arguments) -> (batch,) losses``.
     rule = None
     #: Attributes passed to ``rule`` as keyword arguments of the same names.
@@ -282,9 +345,11 @@ class MarginLoss(keras.losses.Loss):
         if self._class_weights is not None:
             # The one place class weights act: as Keras sample weights.
             scores, _ = self.split_inputs(y_pred)
-            labels = km_ops.sparse_labels(y_true, self._check_num_classes(scores))
-            weights = km_ops.take_per_class(
-                ops.convert_to_tensor(self._class_weights, dtype=self.dtype), labels)
+            components, _ = km_ops.label_mixture(
+                y_true, self._check_num_classes(scores),
+                soft=type(self).accepts_soft_labels)
+            weights = mixed_class_weights(
+                ops.convert_to_tensor(self._class_weights, dtype=self.dtype), components)
             if sample_weight is not None:
                 sample_weight = ops.convert_to_tensor(sample_weight, dtype=self.dtype)
                 if len(sample_weight.shape) == 2 and sample_weight.shape[-1] == 1:
@@ -305,6 +370,7 @@ class MarginLoss(keras.losses.Loss):
         per_class, arguments = self.rule_arguments()
         return per_sample_losses(type(self).rule, y_true, scores, per_class=per_class,
                                  class_weights=self._class_weights, weigh=False,
+                                 soft_labels=type(self).accepts_soft_labels,
                                  **inputs, **arguments)
 
     def get_config(self):

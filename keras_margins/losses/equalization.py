@@ -98,7 +98,8 @@ def equalization_loss_v2(y_true, y_pred, positive_gradients, negative_gradients,
     (``EqualizationLossV2`` accumulates them).
 
     Args:
-        y_true: sparse (B,), (B, 1) or one-hot (B, C) labels.
+        y_true: sparse (B,), (B, 1) or one-hot (B, C) labels (hard labels only:
+            soft labels raise ``ValueError``).
         y_pred: (B, C) logits.
         positive_gradients: accumulated G+ (C,).
         negative_gradients: accumulated G- (C,).
@@ -122,7 +123,7 @@ def equalization_loss_v2(y_true, y_pred, positive_gradients, negative_gradients,
         statistic(positive_gradients), statistic(negative_gradients),
         validate_non_negative(gamma, "gamma"), validate_finite(mu, "mu"),
         validate_non_negative(alpha, "alpha"), dtype)
-    return per_sample_losses(_equalization_rule, y_true, y_pred,
+    return per_sample_losses(_equalization_rule, y_true, y_pred, soft_labels=False,
                              per_class={"positive_weights": positive_weights,
                                         "negative_weights": negative_weights})
 
@@ -219,6 +220,7 @@ class EqualizationLossV2(MarginLoss):
     """
 
     accepts_class_weights = False
+    accepts_soft_labels = False  # G+ / G- are accumulated per hard label
     rule = staticmethod(_equalization_rule)
     config_parameters = ("num_classes", "gamma", "mu", "alpha")
 

@@ -64,7 +64,7 @@ def label_aware_smoothing_loss(y_true, y_pred, class_counts, eps_max=0.3, eps_mi
         (B,) float32 losses (float64 for float64 inputs).
 
     Reference: Zhong et al., "Improving Calibration for Long-Tailed Recognition",
-    CVPR 2021, Eq. 5-6 (label-aware smoothing and its eps_y functions).
+    CVPR 2021 (label-aware smoothing and its eps_y functions).
     """
     smoothing = label_aware_smoothing(class_counts, eps_max, eps_min, shape)
     return per_sample_losses(_label_aware_smoothing_rule, y_true, y_pred,
@@ -101,7 +101,7 @@ class LabelAwareSmoothingLoss(MarginLoss):
     ```
 
     Reference: Zhong et al., "Improving Calibration for Long-Tailed Recognition",
-    CVPR 2021, Eq. 5-6 (label-aware smoothing and its eps_y functions).
+    CVPR 2021 (label-aware smoothing and its eps_y functions).
     """
 
     rule = staticmethod(_label_aware_smoothing_rule)

@@ -55,7 +55,8 @@ def lade_loss(y_true, y_pred, class_counts, alpha=0.1, remine_lambda=0.1):
         L_j = log (1 / B) sum_i exp(x_ij - log pi_j + log(1 / C))
 
     Args:
-        y_true: sparse (B,), (B, 1) or one-hot (B, C) labels.
+        y_true: sparse (B,), (B, 1) or one-hot (B, C) labels (hard labels only:
+            soft labels raise ``ValueError``).
         y_pred: (B, C) logits.
         class_counts: per-class training counts (any order).
         alpha: weight of the LADER regulariser, >= 0 (0.1).
@@ -65,9 +66,10 @@ def lade_loss(y_true, y_pred, class_counts, alpha=0.1, remine_lambda=0.1):
         (B,) float32 values (float64 for float64 inputs).
 
     Reference: Hong et al., "Disentangling Label Distribution for Long-tailed
-    Visual Recognition", CVPR 2021, Sec. 3.3-3.4 (LADE-CE, LADER with ReMINE).
+    Visual Recognition", CVPR 2021 (LADE-CE, LADER with ReMINE).
     """
     return per_sample_losses(_lade_rule, y_true, y_pred, per_class=_lade_vectors(class_counts),
+                             soft_labels=False,
                              alpha=validate_non_negative(alpha, "alpha"),
                              remine_lambda=validate_non_negative(remine_lambda, "remine_lambda"))
 
@@ -106,10 +108,11 @@ class LADELoss(MarginLoss):
     ```
 
     Reference: Hong et al., "Disentangling Label Distribution for Long-tailed
-    Visual Recognition", CVPR 2021, Sec. 3.3-3.4 (LADE-CE, LADER with ReMINE).
+    Visual Recognition", CVPR 2021 (LADE-CE, LADER with ReMINE).
     """
 
     accepts_class_weights = False
+    accepts_soft_labels = False  # R's per-class batch means need one label per sample
     rule = staticmethod(_lade_rule)
     rule_parameters = ("alpha", "remine_lambda")
     config_parameters = ("class_counts", "alpha", "remine_lambda")

@@ -46,7 +46,7 @@ def vs_loss(y_true, y_pred, class_counts, gamma=0.2, tau=1.2, class_weights=None
         (B,) float32 losses (float64 for float64 inputs).
 
     Reference: Kini et al., "Label-Imbalanced and Group-Sensitive Classification
-    under Overparameterization", NeurIPS 2021, Sec. 2 (the VS-loss
+    under Overparameterization", NeurIPS 2021 (the VS-loss
     definition, logits ``Delta_y z_y + iota_y``).
     """
     return per_sample_losses(_vs_rule, y_true, y_pred, class_weights=class_weights,
@@ -81,7 +81,7 @@ class VSLoss(MarginLoss):
     ```
 
     Reference: Kini et al., "Label-Imbalanced and Group-Sensitive Classification
-    under Overparameterization", NeurIPS 2021, Sec. 2 (the VS-loss
+    under Overparameterization", NeurIPS 2021 (the VS-loss
     definition, logits ``Delta_y z_y + iota_y``).
     """
 
