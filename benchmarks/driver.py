@@ -9,6 +9,13 @@ process with ``KERAS_BACKEND`` set (the backend is fixed before Keras is
 imported), whose worker writes its JSON result with ``write_worker_result``.
 ``write_outputs`` then writes the JSON report, the Markdown table (also
 printed).
+
+Inputs live where Keras computes: ``to_device`` converts arrays with
+``keras.ops.convert_to_tensor`` onto Keras' default device (torch: CUDA when
+available; JAX: ``jax.devices()[0]``; TensorFlow: its default device), and
+every worker reports that device (``default_device``: "cpu" or "cuda:0" on
+torch, "cpu:0" or "gpu:0" on JAX and TensorFlow) and, where the backend can
+tell, the peak accelerator memory of each measurement (``PeakMemory``).
 """
 
 import argparse
@@ -22,7 +29,8 @@ import tempfile
 import time
 
 __all__ = ["BACKENDS", "median", "timed", "parser", "prepare_worker", "run_backends",
-           "write_worker_result", "new_report", "write_outputs"]
+           "write_worker_result", "new_report", "write_outputs", "device_name",
+           "default_device", "to_device", "synchronize", "PeakMemory"]
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -74,6 +82,108 @@ def prepare_worker(paths=(HERE, ROOT)):
             sys.path.insert(0, str(path))
     import keras
     return keras.backend.backend()
+
+
+def device_name(tensor):
+    """Where a backend tensor lives: torch "cpu" / "cuda:0"; JAX and TensorFlow
+    "<platform>:<index>" in lower case ("cpu:0", "gpu:0")."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "torch":
+        return str(tensor.device)
+    if backend == "jax":
+        (device,) = tensor.devices()
+        return f"{device.platform}:{device.id}".lower()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        spec = tf.DeviceSpec.from_string(tensor.device)
+        return f"{spec.device_type}:{spec.device_index or 0}".lower()
+    return "cpu"
+
+
+def default_device():
+    """The device on which Keras creates tensors (that of ``keras.ops.zeros(1)``)."""
+    import keras
+
+    return device_name(keras.ops.zeros((1,)))
+
+
+def to_device(*arrays):
+    """``arrays`` as backend tensors on Keras' default device (one tensor for one array).
+
+    ``keras.ops.convert_to_tensor`` places them there on torch and JAX; on
+    TensorFlow a converted constant stays in host memory, so a copy made by an
+    op (``tf.identity``) runs on the default device.
+    """
+    import keras
+
+    tensors = [keras.ops.convert_to_tensor(a) for a in arrays]
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tensors = [tf.identity(t) for t in tensors]
+    return tensors[0] if len(tensors) == 1 else tuple(tensors)
+
+
+def synchronize(device):
+    """Waits for the accelerator's queued work (a no-op on the CPU)."""
+    import keras
+
+    if keras.backend.backend() == "torch" and device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+class PeakMemory:
+    """Peak accelerator memory between ``reset()`` and ``peak()``, in bytes, above
+    what was allocated at ``reset()`` (so earlier measurements' tensors do not count).
+
+    torch on CUDA: ``torch.cuda.max_memory_allocated``; TensorFlow on a GPU:
+    ``tf.config.experimental.get_memory_info(...)["peak"]``. Elsewhere (CPU,
+    JAX, whose compiled programs report their memory instead) ``peak()`` is
+    ``None``.
+    """
+
+    def __init__(self, device):
+        import keras
+
+        self.backend = keras.backend.backend()
+        self.device = device
+        self.available = ((self.backend == "torch" and device.startswith("cuda"))
+                          or (self.backend == "tensorflow" and device.startswith("gpu")))
+        self.baseline = 0
+
+    def reset(self):
+        if not self.available:
+            return
+        if self.backend == "torch":
+            import torch
+
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.baseline = int(torch.cuda.memory_allocated())
+        else:
+            import tensorflow as tf
+
+            tf.config.experimental.reset_memory_stats(self.device.upper())
+            self.baseline = int(
+                tf.config.experimental.get_memory_info(self.device.upper())["current"])
+
+    def peak(self):
+        if not self.available:
+            return None
+        if self.backend == "torch":
+            import torch
+
+            torch.cuda.synchronize()
+            return int(torch.cuda.max_memory_allocated()) - self.baseline
+        import tensorflow as tf
+
+        info = tf.config.experimental.get_memory_info(self.device.upper())
+        return int(info["peak"]) - self.baseline
 
 
 def write_worker_result(args, result):

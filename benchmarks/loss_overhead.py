@@ -15,6 +15,13 @@ Compilation:
   * torch: eager autograd (``torch.autograd.grad``); ``--torch-compile`` wraps the
     step in ``torch.compile`` instead (slow to compile on CPU).
 
+Device: the inputs are made with NumPy (identical on every backend) and
+converted with ``keras.ops.convert_to_tensor`` onto Keras' default device
+(torch: CUDA when available; JAX: ``jax.devices()[0]``; TensorFlow: its
+default device); each backend's result and table heading name that device
+("cpu", "cuda:0", "cpu:0", "gpu:0"). On a GPU every timed call waits for its
+result (``block_until_ready``, ``torch.cuda.synchronize``, reading the value).
+
 Memory (``mem`` columns, ratio to CE):
   * jax: XLA's memory analysis of the compiled forward+backward program,
     ``argument + output + temp - alias`` bytes (exact for that program; TF's
@@ -23,19 +30,26 @@ Memory (``mem`` columns, ratio to CE):
     (``torch.autograd.graph.saved_tensors_hooks``, deduplicated by storage);
   * tensorflow: not measured (``tf.config.experimental.get_memory_info`` has no
     allocator statistics for the CPU device).
+  * on a GPU also ``peak`` columns (torch: ``torch.cuda.max_memory_allocated``,
+    TensorFlow: ``get_memory_info(...)["peak"]``) over building, compiling and
+    two calls of each step, in MiB.
 
     python benchmarks/loss_overhead.py                       # all backends, all C
     python benchmarks/loss_overhead.py --quick               # ~3 minutes
     python benchmarks/loss_overhead.py --backends jax --classes 1000 100000 --repeats 7
     python benchmarks/loss_overhead.py --losses LDAMLoss ELMLoss --out results.json
+    python benchmarks/loss_overhead.py --table results.json  # the table of a report
 """
 
+import json
 import math
+import pathlib
 import sys
 import time
 
-from driver import BACKENDS, median, new_report, parser, prepare_worker, run_backends, \
-    timed, write_outputs, write_worker_result
+from driver import BACKENDS, PeakMemory, default_device, median, new_report, parser, \
+    prepare_worker, run_backends, synchronize, timed, to_device, write_outputs, \
+    write_worker_result
 
 CLASSES = (10, 100, 1000, 8142, 100000)
 CE = "CrossEntropy"
@@ -45,6 +59,7 @@ CE = "CrossEntropy"
 
 
 def _inputs(num_classes, batch_size, extra, seed=0):
+    """``(scores, labels)`` on Keras' default device, the same values on every backend."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -55,14 +70,14 @@ def _inputs(num_classes, batch_size, extra, seed=0):
         norms = rng.uniform(1.0, 10.0, size=(batch_size, 1)).astype("float32")
         scores = np.concatenate([scores, norms], axis=1)
     labels = rng.integers(0, num_classes, size=(batch_size,)).astype("int32")
-    return scores, labels
+    return to_device(scores, labels)
 
 
 def _step_jax(loss, scores, labels):
     import jax
 
     fn = jax.jit(jax.value_and_grad(lambda z, y: loss(y, z)))
-    z, y = jax.numpy.asarray(scores), jax.numpy.asarray(labels)
+    z, y = scores, labels
     compiled = fn.lower(z, y).compile()
     memory = None
     try:
@@ -83,7 +98,8 @@ def _step_jax(loss, scores, labels):
 def _step_tensorflow(loss, scores, labels):
     import tensorflow as tf
 
-    z, y = tf.constant(scores), tf.constant(labels)
+    z, y = scores, labels
+    on_gpu = "GPU" in z.device.upper()
 
     @tf.function(jit_compile=True)
     def fn(z, y):
@@ -94,6 +110,8 @@ def _step_tensorflow(loss, scores, labels):
 
     def run():  # CPU execution is synchronous: the gradient exists on return
         value, _ = fn(z, y)
+        if on_gpu:  # one XLA program: its value exists once the gradient does
+            value.numpy()
         return value
 
     return run, None
@@ -102,7 +120,8 @@ def _step_tensorflow(loss, scores, labels):
 def _step_torch(loss, scores, labels, compile_step=False):
     import torch
 
-    z, y = torch.from_numpy(scores), torch.from_numpy(labels)
+    z, y = scores, labels
+    device = str(z.device)
 
     def step(z, y):
         zz = z.detach().requires_grad_(True)
@@ -126,6 +145,7 @@ def _step_torch(loss, scores, labels, compile_step=False):
 
     def run():
         value, _ = step(z, y)
+        synchronize(device)
         return value
 
     return run, memory
@@ -147,11 +167,14 @@ def worker(args):
     table = constructors()
     names, missing = loss_names(args.losses)
     build = step_builder(backend, args.torch_compile)
-    out = {"backend": backend, "missing_constructors": missing, "results": []}
+    device = default_device()
+    peak = PeakMemory(device)
+    out = {"backend": backend, "device": device, "missing_constructors": missing,
+           "results": []}
     for num_classes in args.classes:
         counts = long_tail_counts(num_classes)
         steps, errors, memory = {}, {}, {}
-        compile_s = {}
+        compile_s, peaks = {}, {}
         for name in [CE] + names:
             try:
                 if name == CE:
@@ -160,12 +183,15 @@ def worker(args):
                 else:
                     make, extra = table[name]
                     loss = make(counts)
+                peak.reset()
                 scores, labels = _inputs(num_classes, args.batch_size, extra)
                 start = time.perf_counter()
                 run, mem = build(loss, scores, labels)
                 value = float(run())  # compile (tf/torch) and warm up
                 run()
                 compile_s[name] = time.perf_counter() - start
+                peaks[name] = peak.peak()
+                del scores, labels
                 if not math.isfinite(value):
                     raise FloatingPointError(f"non-finite loss {value}")
                 steps[name], memory[name] = run, mem
@@ -200,10 +226,11 @@ def worker(args):
                     ratio_max=1.0 if name == CE else max(ratios[name]),
                     compile_s=compile_s[name],
                     memory_bytes=memory[name],
+                    peak_memory_bytes=peaks[name],
                     memory_ratio=(None if memory[name] is None or not ce_mem
                                   else memory[name] / ce_mem))
             out["results"].append(row)
-        print(f"[{backend}] C={num_classes}: CE {ce_ms:.2f} ms, {calls} calls x "
+        print(f"[{backend} {device}] C={num_classes}: CE {ce_ms:.2f} ms, {calls} calls x "
               f"{args.repeats} repeats", file=sys.stderr, flush=True)
     write_worker_result(args, out)
 
@@ -227,11 +254,17 @@ def markdown(report):
         names = list(dict.fromkeys(r["loss"] for r in rows))
         by_key = {(r["loss"], r["classes"]): r for r in rows}
         has_mem = any(r.get("memory_ratio") is not None for r in rows)
-        lines += [f"### {backend}: forward+backward time / CE time"
-                  + (" (mem: peak memory / CE)" if has_mem else ""), ""]
+        has_peak = any(r.get("peak_memory_bytes") is not None for r in rows)
+        where = f"{backend}, {backend_result['device']}" if "device" in backend_result \
+            else backend
+        lines += [f"### {where}: forward+backward time / CE time"
+                  + (" (mem: peak memory / CE)" if has_mem else "")
+                  + (" (peak: device memory, MiB)" if has_peak else ""), ""]
         head = ["loss"] + [f"C={c}" for c in classes]
         if has_mem:
             head += [f"mem C={c}" for c in classes]
+        if has_peak:
+            head += [f"peak C={c}" for c in classes]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for name in names:
             cells = [name]
@@ -250,6 +283,11 @@ def markdown(report):
                         cells.append(f"{r['memory_bytes'] / 2**20:.1f} MiB")
                     else:
                         cells.append(_fmt(r.get("memory_ratio")))
+            if has_peak:
+                for c in classes:
+                    r = by_key.get((name, c), {})
+                    value = r.get("peak_memory_bytes")
+                    cells.append("-" if value is None else f"{value / 2**20:.1f}")
             lines.append("| " + " | ".join(cells) + " |")
         errors = [(r["loss"], r["classes"], r["error"]) for r in rows if "error" in r]
         for name, c, error in errors:
@@ -273,10 +311,19 @@ def main(argv=None):
     options.add_argument("--min-time", type=float, default=None,
                          help="seconds per timing, sets calls per timing from CE "
                               "(default 0.1, --quick 0.02)")
+    options.add_argument("--table", default=None,
+                         help="print (and with --markdown write) the table of an existing "
+                              "JSON report, measuring nothing")
     options.add_argument("--quick", action="store_true",
                          help="C in {1000, 100000}, 3 repeats, short timings (~3 min)")
     options.add_argument("--torch-compile", action="store_true")
     args = options.parse_args(argv)
+    if args.table:
+        report = json.loads(pathlib.Path(args.table).read_text())
+        text = markdown(report)
+        if args.markdown:
+            pathlib.Path(args.markdown).write_text(text + "\n")
+        return print(text)
     if args.classes is None:
         args.classes = [1000, 100000] if args.quick else list(CLASSES)
     if args.repeats is None:

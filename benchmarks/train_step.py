@@ -10,6 +10,14 @@ shaped batch is timed round-robin over all losses (CE first in every round),
 images/s and the median over rounds of ``time(loss) / time(CE)`` minus 1 (the
 extra cost of the loss over CE). A measurement, not a test.
 
+The batch is made with NumPy (the same on every backend) and converted with
+``keras.ops.convert_to_tensor`` onto Keras' default device (torch: CUDA when
+available), so every step reads it there; each backend's result names that
+device (``device``: "cpu", "cuda:0", "cpu:0", "gpu:0", also in the table) and,
+on a GPU, the peak device memory of each loss's build and first two steps
+(``peak_memory_bytes``: ``torch.cuda.max_memory_allocated`` or TensorFlow's
+``get_memory_info``).
+
 Next to it: the input pipeline's images/s (``keras_margins.data.arrays_lt`` on
 synthetic uint8 CIFAR-shaped arrays: long-tailed subsampling, CIFAR
 augmentation, batch 128, tf.data), so the step can be compared to what the
@@ -23,13 +31,16 @@ relative difference between backends against the tolerance ``--rtol``.
     python benchmarks/train_step.py                 # all backends, all losses
     python benchmarks/train_step.py --quick         # a few losses, short
     python benchmarks/train_step.py --backends jax --losses LDAMLoss ELMLoss --repeats 5
+    python benchmarks/train_step.py --table train_step.json   # the table of a report
 """
 
+import json
+import pathlib
 import sys
 import time
 
-from driver import BACKENDS, median, new_report, parser, prepare_worker, run_backends, \
-    timed, write_outputs, write_worker_result
+from driver import BACKENDS, PeakMemory, default_device, median, new_report, parser, \
+    prepare_worker, run_backends, timed, to_device, write_outputs, write_worker_result
 from loss_overhead import CE
 
 QUICK_LOSSES = ["LDAMLoss", "ELMLoss", "MaxMarginLoss", "KPSLoss", "LMSCELoss",
@@ -37,12 +48,13 @@ QUICK_LOSSES = ["LDAMLoss", "ELMLoss", "MaxMarginLoss", "KPSLoss", "LMSCELoss",
 
 
 def _batch(batch_size, num_classes, seed=0):
+    """``(x, y)`` on Keras' default device, the same values on every backend."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(batch_size, 32, 32, 3)).astype("float32")
     y = rng.integers(0, num_classes, size=(batch_size,)).astype("int32")
-    return x, y
+    return to_device(x, y)
 
 
 def _fixed_weights(model, seed=0):
@@ -161,7 +173,10 @@ def worker(args):
     table = constructors()
     names, missing = loss_names(args.losses)
     counts = long_tail_counts(args.num_classes)
-    out = {"backend": backend, "missing_constructors": missing, "losses": {}}
+    device = default_device()
+    peak = PeakMemory(device)
+    out = {"backend": backend, "device": device, "missing_constructors": missing,
+           "losses": {}}
     x, y = _batch(args.batch_size, args.num_classes)
 
     if args.check:  # same weights, same batch: loss values
@@ -185,6 +200,7 @@ def worker(args):
     for name in [CE] + names:
         try:
             keras.utils.set_random_seed(0)
+            peak.reset()
             model, loss = _build(name, table, counts)
             model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), loss=loss,
                           jit_compile=backend != "torch")
@@ -193,7 +209,8 @@ def worker(args):
             model.train_on_batch(x, y)
             compile_s = time.perf_counter() - start
             steps[name] = model
-            out["losses"][name] = {"compile_s": compile_s, "times": []}
+            out["losses"][name] = {"compile_s": compile_s, "times": [],
+                                   "peak_memory_bytes": peak.peak()}
         except Exception as error:
             out["losses"][name] = {"error": f"{type(error).__name__}: {str(error)[:200]}"}
     if CE not in steps:
@@ -213,8 +230,8 @@ def worker(args):
             images_per_s=args.batch_size / median(times),
             extra_vs_ce=median(ratios) - 1.0,
             extra_min=min(ratios) - 1.0, extra_max=max(ratios) - 1.0)
-    print(f"[{backend}] CE step {out['losses'][CE]['step_ms']:.0f} ms", file=sys.stderr,
-          flush=True)
+    print(f"[{backend} {device}] CE step {out['losses'][CE]['step_ms']:.0f} ms",
+          file=sys.stderr, flush=True)
     if args.loss_share:
         _loss_share(out, table, counts, args)
     np.asarray(0)
@@ -229,6 +246,9 @@ def markdown(report, rtol):
     if good:
         lines += ["### ResNet-32 training step (batch {}), images/s and extra time vs CE"
                   .format(report["settings"]["batch_size"]), ""]
+        if any("device" in b for b in good):
+            lines += ["Devices: " + ", ".join(f"{b['backend']} {b.get('device', '?')}"
+                                              for b in good) + ".", ""]
         share = any("loss_share_vs_ce_step" in r for b in good for r in b["losses"].values())
         head = (["loss"] + [f"{b} img/s" for b in backends] + [f"{b} vs CE" for b in backends]
                 + ([f"{b} loss alone, extra / CE step" for b in backends] if share else []))
@@ -259,6 +279,12 @@ def markdown(report, rtol):
             cells.append(f"{p['images_per_s']:.0f}" if "images_per_s" in p else
                          p.get("error", "-")[:40])
         lines.append("| " + " | ".join(cells + ["-"] * len(good) * (2 if share else 1)) + " |")
+        peaks = [(b["backend"], name, r["peak_memory_bytes"]) for b in good
+                 for name, r in b["losses"].items() if r.get("peak_memory_bytes")]
+        if peaks:
+            lines += ["", "Peak device memory (build + first two steps): "
+                      + ", ".join(f"{b} {name} {value / 2**20:.0f} MiB"
+                                  for b, name, value in peaks) + "."]
         for b in good:
             for name, r in b["losses"].items():
                 if "error" in r:
@@ -304,9 +330,18 @@ def main(argv=None):
                          help="skip timing each loss alone (its extra cost as a share "
                               "of the CE step)")
     options.add_argument("--rtol", type=float, default=1e-4, help="default 1e-4")
+    options.add_argument("--table", default=None,
+                         help="print (and with --markdown write) the table of an existing "
+                              "JSON report, measuring nothing")
     options.add_argument("--quick", action="store_true",
                          help=f"losses {', '.join(QUICK_LOSSES)}; 2 rounds of 2 steps")
     args = options.parse_args(argv)
+    if args.table:
+        report = json.loads(pathlib.Path(args.table).read_text())
+        text = markdown(report, args.rtol)
+        if args.markdown:
+            pathlib.Path(args.markdown).write_text(text + "\n")
+        return print(text)
     if args.losses is None and args.quick:
         args.losses = QUICK_LOSSES
     args.steps = args.steps or (2 if args.quick else 5)

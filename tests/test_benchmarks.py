@@ -2,7 +2,8 @@
 
 Not timings: the scripts must keep working when a loss or the data package
 changes, and their reports must hold what the README's Performance section
-pastes (ratios, memory, cross-backend values).
+pastes (ratios, memory, cross-backend values), and their inputs must live on
+Keras' default device (a GPU when there is one), which the reports name.
 """
 
 import json
@@ -12,9 +13,85 @@ import subprocess
 import sys
 
 import keras
+import numpy as np
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BACKEND = keras.backend.backend()
+if str(ROOT / "benchmarks") not in sys.path:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def _expected_device():
+    """The backend's own default device, spelled as the reports spell it."""
+    if BACKEND == "torch":
+        import torch
+        from keras.src.backend.torch.core import get_device
+
+        device = torch.device(get_device())
+        if device.type == "cuda":
+            assert torch.cuda.is_available()
+            return f"cuda:{torch.cuda.current_device() if device.index is None else device.index}"
+        assert not torch.cuda.is_available(), "Keras ignores the CUDA device"
+        return str(device)
+    if BACKEND == "jax":
+        import jax
+
+        device = jax.devices()[0]
+        return f"{device.platform}:{device.id}"
+    import tensorflow as tf
+
+    spec = tf.DeviceSpec.from_string(keras.ops.zeros((1,)).device)
+    expected = "gpu:0" if tf.config.list_logical_devices("GPU") else "cpu:0"
+    assert f"{spec.device_type}:{spec.device_index}".lower() == expected
+    return expected
+
+
+def _device_of(tensor):
+    if BACKEND == "torch":
+        return str(tensor.device)
+    if BACKEND == "jax":
+        (device,) = tensor.devices()
+        return f"{device.platform}:{device.id}"
+    import tensorflow as tf
+
+    spec = tf.DeviceSpec.from_string(tensor.device)
+    return f"{spec.device_type}:{spec.device_index}".lower()
+
+
+def test_benchmark_inputs_live_on_the_default_device():
+    """Scores, labels and the training batch: backend tensors on the default device."""
+    import driver
+    from loss_overhead import _inputs
+    from train_step import _batch
+
+    expected = _expected_device()
+    assert driver.default_device() == expected
+    scores, labels = _inputs(7, 4, extra=1)
+    x, y = _batch(2, 3)
+    for tensor in (scores, labels, x, y):
+        assert keras.ops.is_tensor(tensor) and not isinstance(tensor, np.ndarray)
+        assert _device_of(tensor) == expected
+    assert tuple(scores.shape) == (4, 8) and tuple(x.shape) == (2, 32, 32, 3)
+    assert keras.backend.standardize_dtype(labels.dtype) == "int32"
+    # same values on every backend
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(_batch(2, 3)[0]),
+                                  keras.ops.convert_to_numpy(x))
+
+
+if BACKEND == "torch":   # only torch can move Keras' default device to "meta"
+    def test_benchmark_inputs_and_device_field_follow_keras_default_device():
+        """With Keras' torch device switched (to "meta"), inputs and the field follow it."""
+        import driver
+        from loss_overhead import _inputs
+        from train_step import _batch
+
+        with keras.device("meta"):
+            assert driver.default_device() == "meta"
+            scores, labels = _inputs(5, 3, extra=0)
+            x, _ = _batch(2, 3)
+        assert {scores.device.type, labels.device.type, x.device.type} == {"meta"}
+        assert driver.default_device() == _expected_device()
 
 
 def _run(script, *args, tmp_path):
@@ -35,11 +112,18 @@ def test_loss_overhead_reports_ratios_against_cross_entropy(tmp_path):
                          "--min-time", "0.001", "--batch-size", "16", tmp_path=tmp_path)
     (backend,) = report["backends"]
     assert backend["backend"] == BACKEND and "error" not in backend
+    assert backend["device"] == _expected_device()
+    assert f"### {BACKEND}, {backend['device']}:" in table
     rows = {r["loss"]: r for r in backend["results"]}
     assert set(rows) == {"CrossEntropy", "LDAMLoss", "LMSCELoss", "InfluenceBalancedLoss"}
     for name, row in rows.items():
         assert "error" not in row, row
         assert row["ms"] > 0 and row["ratio"] > 0
+        if backend["device"].startswith("cuda") or backend["device"].startswith("gpu"):
+            if BACKEND != "jax":  # JAX reports its compiled programs' memory instead
+                assert row["peak_memory_bytes"] > 0
+        else:
+            assert row["peak_memory_bytes"] is None
     assert rows["CrossEntropy"]["ratio"] == 1.0
     assert "| LMSCELoss |" in table and "C=10" in table
 
@@ -50,6 +134,8 @@ def test_train_step_reports_throughput_loss_share_and_backend_value(tmp_path):
                          tmp_path=tmp_path)
     (backend,) = report["backends"]
     assert "error" not in backend, backend
+    assert backend["device"] == _expected_device()
+    assert f"{BACKEND} {backend['device']}" in table
     ce, ldam = backend["losses"]["CrossEntropy"], backend["losses"]["LDAMLoss"]
     assert ce["images_per_s"] > 0 and ldam["images_per_s"] > 0
     assert ldam["loss_only_ms"] > 0 and "loss_share_vs_ce_step" in ldam

@@ -27,6 +27,7 @@ from keras_margins.data.batches import ArrayBatches, limit_batches
 from keras_margins.data.builders import (PIPELINES, LongTailInfo, arrays_lt, cifar10_lt,
                                          cifar100_lt, fashion_mnist_lt, image_folder_lt,
                                          resolve_pipeline, split_file_dataset, split_file_lt)
+from keras_margins.data.device_augment import RandomPadCropFlip
 from keras_margins.data.folders import check_image_file, list_image_folder
 from keras_margins.data.numpy_augment import (get_numpy_transform, numpy_cifar_transform,
                                               numpy_imagenet_transform, numpy_normalizer)
@@ -54,5 +55,5 @@ __all__ = [
     "CIFAR10_MEAN", "CIFAR10_STD", "CIFAR100_MEAN", "CIFAR100_STD", "IMAGENET_MEAN",
     "IMAGENET_STD", "decode_image_fn", "make_pipeline",
     "ArrayBatches", "limit_batches", "numpy_normalizer", "numpy_cifar_transform", "numpy_imagenet_transform",
-    "get_numpy_transform",
+    "get_numpy_transform", "RandomPadCropFlip",
 ]
