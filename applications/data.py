@@ -37,7 +37,7 @@ from applications.cli import default_data_dir
 __all__ = ["LongTailedData", "load_dataset", "DATASETS", "PIPELINES", "default_data_dir"]
 
 DATASETS = ("fashion-mnist-lt", "cifar10-lt", "digits-lt")
-PIPELINES = ("auto", "numpy", "tfdata")
+PIPELINES = ("auto", "numpy", "tfdata", "device")
 IMG_MAX = {"fashion-mnist-lt": 6000, "cifar10-lt": 5000, "digits-lt": 87}
 # Per-channel statistics of the Fashion-MNIST training set.
 FASHION_MNIST_MEAN = (0.2860,)
@@ -54,13 +54,24 @@ class LongTailedData:
     details: dict = dataclasses.field(default_factory=dict)
     pipeline: str = "tfdata"          # "tfdata" or "numpy"
 
+    batch_size: int = 128
+
     def train_batches(self, max_steps=None):
-        """The training source, capped at ``max_steps`` batches an epoch."""
+        """The training source, capped at ``max_steps`` batches an epoch (device
+        pipeline: the ``(x, y)`` arrays, cut to ``max_steps`` batches)."""
+        if isinstance(self.train, tuple):
+            if not max_steps:
+                return self.train
+            # a fixed random subset (the arrays are sorted by class)
+            keep = np.random.default_rng(0).permutation(len(self.train[1]))
+            keep = np.sort(keep[:max_steps * self.batch_size])
+            return tuple(array[keep] for array in self.train)
         return self.train.take(max_steps) if max_steps else self.train
 
-    @staticmethod
-    def steps(source):
-        """Batches an epoch of a tf.data pipeline or a PyDataset."""
+    def steps(self, source):
+        """Batches an epoch of a tf.data pipeline, a PyDataset or ``(x, y)`` arrays."""
+        if isinstance(source, tuple):
+            return -(-len(source[1]) // self.batch_size)
         return int(source.cardinality()) if hasattr(source, "cardinality") else len(source)
 
     def test_batches(self):
@@ -123,6 +134,31 @@ def _digits_lt(class_counts, **kwargs):
                              **kwargs)
 
 
+def _device_data(name, data_dir, counts, selected, seed, max_per_class, batch_size,
+                 imbalance_ratio, profile, sampler, mixup_alpha):
+    """``pipeline="device"``: the training subset as one normalised float32 array
+    (fed to ``fit`` whole; the model crops and flips on the device with
+    ``RandomPadCropFlip``), the test set through the NumPy pipeline."""
+    if name != "cifar10-lt":
+        raise ValueError(f'pipeline="device" is for cifar10-lt (pad-4 crops and flips), '
+                         f"received dataset {name!r}.")
+    if sampler is not None or mixup_alpha:
+        raise ValueError(f'pipeline="device" feeds instance-balanced batches without MixUp; '
+                         f"received sampler={sampler!r}, mixup_alpha={mixup_alpha!r}.")
+    folder = _require(pathlib.Path(data_dir) / "cifar10", "CIFAR-10 JPEG copy")
+    kwargs = dict(class_counts=selected, seed=seed, max_test_per_class=max_per_class)
+    (x_train, y_train), _ = km_data.cifar10_lt(folder=folder, pipeline="arrays", **kwargs)[:2]
+    _, test, info = km_data.cifar10_lt(folder=folder, pipeline="numpy", batch_size=batch_size,
+                                       **kwargs)
+    from keras_margins.data.augment import CIFAR10_MEAN, CIFAR10_STD
+    mean, std = np.asarray(CIFAR10_MEAN, "float32"), np.asarray(CIFAR10_STD, "float32")
+    x_train = (np.asarray(x_train, "float32") / 255.0 - mean) / std
+    return LongTailedData(name, (x_train, np.asarray(y_train, "int32")), test, info, details={
+        "profile_counts": counts, "imbalance_ratio": imbalance_ratio, "profile": profile,
+        "data_dir": str(data_dir), "fill_value": (-mean / std).tolist()}, pipeline="device",
+        batch_size=batch_size)
+
+
 def load_dataset(name, data_dir=None, imbalance_ratio=100.0, profile="exp", seed=0,
                  max_per_class=None, train_fraction=None, batch_size=128, shuffle_seed=None,
                  pipeline="auto", sampler=None, mixup_alpha=None):
@@ -160,6 +196,9 @@ def load_dataset(name, data_dir=None, imbalance_ratio=100.0, profile="exp", seed
                                                   for n in counts]
     if pipeline not in PIPELINES:
         raise ValueError(f"`pipeline` must be one of {PIPELINES}, received {pipeline!r}.")
+    if pipeline == "device":
+        return _device_data(name, data_dir, counts, selected, seed, max_per_class, batch_size,
+                            imbalance_ratio, profile, sampler, mixup_alpha)
     pipeline = km_data.resolve_pipeline(pipeline)
     kwargs = dict(class_counts=selected, seed=seed, batch_size=batch_size,
                   shuffle_seed=shuffle_seed, max_test_per_class=max_per_class,
@@ -177,4 +216,4 @@ def load_dataset(name, data_dir=None, imbalance_ratio=100.0, profile="exp", seed
         train, test, info = _digits_lt(**kwargs)
     return LongTailedData(name, train, test, info, details={
         "profile_counts": counts, "imbalance_ratio": imbalance_ratio, "profile": profile,
-        "data_dir": str(data_dir)}, pipeline=pipeline)
+        "data_dir": str(data_dir)}, pipeline=pipeline, batch_size=batch_size)

@@ -41,7 +41,8 @@ def _batches(run, sampler):
     """Stage-2 training batches: the run's data builder with ``sampler``."""
     from applications.train import load_data
     data = load_data(run.args, run.config["batch_size"], run.seed, sampler=sampler)
-    return data.train_batches(run.args.max_steps)
+    batches = data.train_batches(run.args.max_steps)
+    return batches, data.steps(batches)
 
 
 def second_stage(run, verbose=0):
@@ -66,8 +67,11 @@ def second_stage(run, verbose=0):
         model = decoupling.tau_normalize(model, tau=tau, drop_bias=True)
         return model, "logits", {"tau": tau, "drop_bias": True}
     balanced = kind in ("crt", "lws", "mislas")
-    batches = _batches(run, "class_balanced" if balanced else None)
-    steps = epochs * len_batches(batches)
+    if run.data.pipeline == "device":
+        raise ValueError(f"the {kind} second stage needs the tfdata or numpy pipeline "
+                         f'(class-balanced batches), received pipeline="device".')
+    batches, steps_per_epoch = _batches(run, "class_balanced" if balanced else None)
+    steps = epochs * steps_per_epoch
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     details = {"epochs": epochs, "sampler": "class_balanced" if balanced else "instance"}
     if kind == "crt":
@@ -98,8 +102,3 @@ def second_stage(run, verbose=0):
         return model, "logits", {**details, "lr": 0.01, "train_batch_norm": True}
     raise ValueError(f"Unknown second stage {kind!r}; choose from {SECOND_STAGES}.")
 
-
-def len_batches(batches):
-    """Batches per epoch of a tf.data pipeline or a PyDataset."""
-    from applications.data import LongTailedData
-    return LongTailedData.steps(batches)

@@ -121,7 +121,7 @@ def _basic_block(x, filters, stride, name, seed):
 
 def resnet32(num_classes=10, head="dense", input_shape=(32, 32, 3), head_regularizer=None,
              return_features=False, blocks_per_stage=5, widths=(16, 32, 64), seed=None,
-             name="resnet32"):
+             name="resnet32", input_layer=None):
     """ResNet-32 for CIFAR (He et al. 2016, as in the LDAM-DRW code).
 
     conv3x3(16)-BN-ReLU, then 3 stages of ``blocks_per_stage`` basic blocks
@@ -140,11 +140,14 @@ def resnet32(num_classes=10, head="dense", input_shape=(32, 32, 3), head_regular
         blocks_per_stage: 5 for ResNet-32 (n = 6 * blocks + 2 layers).
         widths: channels of the three stages.
         seed: initializer seed (``keras.utils.set_random_seed`` also works).
+        input_layer: optional layer applied to the images first (e.g. the
+            on-device augmentation ``keras_margins.data.RandomPadCropFlip``).
     """
     _check(num_classes)
     inputs = keras.Input(input_shape, name="images")
+    x = inputs if input_layer is None else input_layer(inputs)
     x = keras.layers.Conv2D(widths[0], 3, padding="same", use_bias=False,
-                            kernel_initializer=he_normal(seed), name="stem_conv")(inputs)
+                            kernel_initializer=he_normal(seed), name="stem_conv")(x)
     x = _bn("stem_bn")(x)
     x = keras.layers.ReLU(name="stem_relu")(x)
     for stage, filters in enumerate(widths):

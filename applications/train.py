@@ -85,10 +85,14 @@ def build_parser():
                       help="largest/smallest class size (default 100; 10 for digits-lt)")
     data.add_argument("--profile", choices=["exp", "step"], default="exp",
                       help="long-tailed profile (default exp)")
-    data.add_argument("--pipeline", choices=["auto", "numpy", "tfdata"], default="auto",
+    data.add_argument("--pipeline", choices=["auto", "numpy", "tfdata", "device"],
+                      default="auto",
                       help="input pipeline: tfdata (tf.data), numpy (keras.utils.PyDataset "
-                           "with NumPy/Pillow, no TensorFlow needed) or auto (tfdata when "
-                           "TensorFlow imports, else numpy; default)")
+                           "with NumPy/Pillow, no TensorFlow needed), auto (tfdata when "
+                           "TensorFlow imports, else numpy; default) or device (cifar10-lt: "
+                           "the normalised training array fed to fit whole, pad-4 crops and "
+                           "flips per image inside the compiled step with "
+                           "keras_margins.data.RandomPadCropFlip; for GPUs)")
     data.add_argument("--subset-seed", type=int, default=0,
                       help="seed of the long-tailed subset selection (default 0 = the "
                            "LDAM-DRW code's subset); kept fixed across training seeds")
@@ -111,6 +115,11 @@ def build_parser():
     train.add_argument("--sam-rho", type=float,
                        help="train with sharpness-aware minimisation of this radius "
                             "(default: the recipe's; 0 turns SAM off)")
+    train.add_argument("--dtype-policy", default=None,
+                       help="Keras dtype policy of the model, e.g. mixed_bfloat16 (the losses "
+                            "compute in float32); default float32")
+    train.add_argument("--steps-per-execution", type=int, default=1,
+                       help="training steps per compiled call (Keras compile; default 1)")
     train.add_argument("--stage1-from", type=pathlib.Path, metavar="FOLDER",
                        help="two-stage recipes (crt, tau-norm, lws): take stage 1 from an "
                             "earlier run's folder (its model.keras and history.json, e.g. "
@@ -161,7 +170,12 @@ def build_model(args, data, recipe, seed):
     kwargs = dict(num_classes=data.num_classes, head=recipe.head,
                   input_shape=data.input_shape, head_regularizer=regularizer)
     if name == "resnet32":
-        return models.resnet32(seed=seed, **kwargs), name
+        augment = None
+        if data.pipeline == "device":
+            from keras_margins.data import RandomPadCropFlip
+            augment = RandomPadCropFlip(padding=4, fill_value=data.details["fill_value"],
+                                        seed=seed, name="device_augment")
+        return models.resnet32(seed=seed, input_layer=augment, **kwargs), name
     if name == "small-cnn":
         return models.small_cnn(seed=seed, **kwargs), name
     return models.backbone_classifier(backbone="ResNet50", **kwargs), name
@@ -276,6 +290,7 @@ def build_run(args, recipe_name, seed):
     folder = _run_folder(args, data, recipe.name, seed)
     folder.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(seed)
+    keras.config.set_dtype_policy(getattr(args, "dtype_policy", None) or "float32")
     counts = list(data.class_counts)
     loss = recipe.build_loss(counts, dict(args.loss_arg))
     model, model_name = build_model(args, data, recipe, seed)
@@ -300,7 +315,8 @@ def build_run(args, recipe_name, seed):
     jit = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
     if jit == "auto" and args.smoke and keras.backend.backend() == "tensorflow":
         jit = False   # XLA compilation costs more than 3 smoke steps save
-    model.compile(optimizer=optimizer, loss=loss, metrics=[metric], jit_compile=jit)
+    model.compile(optimizer=optimizer, loss=loss, metrics=[metric], jit_compile=jit,
+                  steps_per_execution=getattr(args, "steps_per_execution", 1))
     stage_callbacks = recipe.callbacks(counts, args.epochs, smoke=args.smoke)
     config = {
         "recipe": recipe.name, "description": recipe.description,
@@ -323,6 +339,8 @@ def build_run(args, recipe_name, seed):
         "loss_args": dict(args.loss_arg), "tag": args.tag,
         "backend": keras.backend.backend(), "keras_version": keras.__version__,
         "smoke": args.smoke, "max_steps": args.max_steps, "argv": sys.argv[1:],
+        "dtype_policy": keras.config.dtype_policy().name,
+        "steps_per_execution": getattr(args, "steps_per_execution", 1),
     }
     (folder / "config.json").write_text(json.dumps(config, indent=2, default=str))
     return Run(args=args, recipe=recipe, seed=seed, data=data, folder=folder, model=model,
@@ -346,8 +364,15 @@ def fit_run(run):
           f"({run.config['trainable_parameters']:,} parameters), {run.data.num_train} "
           f"training images, backend {run.config['backend']} -> {run.folder}", flush=True)
     start = time.perf_counter()
-    history = run.model.fit(run.train_data, epochs=args.epochs, validation_data=validation,
-                            callbacks=callbacks, verbose=verbose, shuffle=False)
+    if isinstance(run.train_data, tuple):   # the device pipeline: whole arrays
+        x, y = run.train_data
+        history = run.model.fit(x, y, batch_size=run.config["batch_size"], epochs=args.epochs,
+                                validation_data=validation, callbacks=callbacks,
+                                verbose=verbose, shuffle=True)
+    else:
+        history = run.model.fit(run.train_data, epochs=args.epochs,
+                                validation_data=validation, callbacks=callbacks,
+                                verbose=verbose, shuffle=False)
     train_seconds = time.perf_counter() - start
     history = {k: [float(v) for v in values] for k, values in history.history.items()}
     (run.folder / "history.json").write_text(json.dumps(history, indent=2))
