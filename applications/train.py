@@ -450,6 +450,7 @@ def load_stage1(run, folder):
     run.model = keras.saving.load_model(folder / "model.keras", compile=False)
     history = json.loads((folder / "history.json").read_text())
     summary = json.loads((folder / "summary.json").read_text())
+    (run.folder / "history.json").write_text(json.dumps(history, indent=2))
     run.config["stage1_from"] = str(folder)
     return history, summary["train_seconds"]
 

@@ -118,6 +118,8 @@ def test_crt_from_a_ce_run_retrains_only_the_head(runs):
         assert same == (name != "logits"), name
     config = json.loads((folder / "config.json").read_text())
     assert config["stage1_from"] == str(_folder(runs, "ce"))
+    assert (folder / "history.json").read_text() == \
+        (_folder(runs, "ce") / "history.json").read_text()
     assert config["second_stage_details"]["sampler"] == "class_balanced"
     report = json.loads((folder / "report.json").read_text())
     assert 0.0 <= report["top1"] <= 1.0
