@@ -133,6 +133,13 @@ class Batch:
         """``scores[i, y_i]`` of another (batch, classes) tensor."""
         return km_ops.gather_target(scores, self.labels)
 
+    def sum_by_label(self, values):
+        """``(classes,)`` sums of the per-sample ``values`` (batch,) over each label's
+        samples (0 for a class absent from the batch): O(batch), no (batch, classes)
+        mask."""
+        return ops.segment_sum(values, km_ops.safe_labels(self.labels, self.num_classes),
+                               num_segments=self.num_classes)
+
     def has(self, name):
         """Whether the per-class vector ``name`` was given."""
         return name in self._vectors

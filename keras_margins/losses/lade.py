@@ -24,10 +24,12 @@ def _lade_rule(batch, alpha, remine_lambda):
     cross_entropy = batch.cross_entropy(scores=x + offsets)
     if alpha == 0.0:
         return cross_entropy
-    mask = ops.cast(batch.mask, batch.dtype)
     size = ops.cast(ops.shape(x)[0], batch.dtype)
-    # (1 / N_j) sum_{i: y_i = j} x_ij; 0 for a class absent from the batch.
-    first = ops.sum(mask * x, axis=0) / (ops.sum(mask, axis=0) + 1e-8)
+    # (1 / N_j) sum_{i: y_i = j} x_ij; 0 for a class absent from the batch. Summed
+    # over the target scores by label (O(B)), not over a (B, C) mask.
+    sums = batch.sum_by_label(batch.target)
+    members = batch.sum_by_label(ops.ones_like(batch.target))
+    first = sums / (members + 1e-8)
     # log (1 / B) sum_i exp(x_ij - log pi_j + log(1 / C)): the target (uniform) prior.
     second = (ops.logsumexp(x - offsets - math.log(batch.num_classes), axis=0)
               - ops.log(size))
