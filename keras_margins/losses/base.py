@@ -137,8 +137,10 @@ class Batch:
         """``(classes,)`` sums of the per-sample ``values`` (batch,) over each label's
         samples (0 for a class absent from the batch): O(batch), no (batch, classes)
         mask."""
-        return ops.segment_sum(values, km_ops.safe_labels(self.labels, self.num_classes),
-                               num_segments=self.num_classes)
+        # ops.scatter adds repeated indices (torch's segment_sum rounds float64 sums
+        # through float32)
+        labels = km_ops.safe_labels(self.labels, self.num_classes)
+        return ops.scatter(ops.expand_dims(labels, -1), values, (self.num_classes,))
 
     def has(self, name):
         """Whether the per-class vector ``name`` was given."""
