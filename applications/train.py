@@ -289,6 +289,11 @@ def build_run(args, recipe_name, seed):
           f"{data.num_test} test images ({time.perf_counter() - start:.1f} s)", flush=True)
     folder = _run_folder(args, data, recipe.name, seed)
     folder.mkdir(parents=True, exist_ok=True)
+    steps_per_execution = getattr(args, "steps_per_execution", 1)
+    if steps_per_execution > 1 and keras.backend.backend() == "torch":
+        raise ValueError(f"--steps-per-execution {steps_per_execution}: Keras' PyTorch "
+                         f"trainer runs one step per call; use 1 with torch (or JAX / "
+                         f"TensorFlow).")
     keras.utils.set_random_seed(seed)
     keras.config.set_dtype_policy(getattr(args, "dtype_policy", None) or "float32")
     counts = list(data.class_counts)
@@ -316,7 +321,7 @@ def build_run(args, recipe_name, seed):
     if jit == "auto" and args.smoke and keras.backend.backend() == "tensorflow":
         jit = False   # XLA compilation costs more than 3 smoke steps save
     model.compile(optimizer=optimizer, loss=loss, metrics=[metric], jit_compile=jit,
-                  steps_per_execution=getattr(args, "steps_per_execution", 1))
+                  steps_per_execution=steps_per_execution)
     stage_callbacks = recipe.callbacks(counts, args.epochs, smoke=args.smoke)
     config = {
         "recipe": recipe.name, "description": recipe.description,
@@ -340,7 +345,7 @@ def build_run(args, recipe_name, seed):
         "backend": keras.backend.backend(), "keras_version": keras.__version__,
         "smoke": args.smoke, "max_steps": args.max_steps, "argv": sys.argv[1:],
         "dtype_policy": keras.config.dtype_policy().name,
-        "steps_per_execution": getattr(args, "steps_per_execution", 1),
+        "steps_per_execution": steps_per_execution,
     }
     (folder / "config.json").write_text(json.dumps(config, indent=2, default=str))
     return Run(args=args, recipe=recipe, seed=seed, data=data, folder=folder, model=model,
