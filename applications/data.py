@@ -151,11 +151,13 @@ def _device_data(name, data_dir, counts, selected, seed, max_per_class, batch_si
     _, test, info = km_data.cifar10_lt(folder=folder, pipeline="numpy", batch_size=batch_size,
                                        **kwargs)
     from keras_margins.data.augment import CIFAR10_MEAN, CIFAR10_STD
-    mean, std = np.asarray(CIFAR10_MEAN, "float32"), np.asarray(CIFAR10_STD, "float32")
-    x_train = (np.asarray(x_train, "float32") / 255.0 - mean) / std
+    from keras_margins.data.numpy_augment import numpy_normalizer
+    normalize = numpy_normalizer(CIFAR10_MEAN, CIFAR10_STD)   # the host pipelines' own
+    x_train = normalize(np.asarray(x_train))
+    black = normalize(np.zeros((1, 1, 1, 3), np.uint8))[0, 0, 0]   # the host pad value
     return LongTailedData(name, (x_train, np.asarray(y_train, "int32")), test, info, details={
         "profile_counts": counts, "imbalance_ratio": imbalance_ratio, "profile": profile,
-        "data_dir": str(data_dir), "fill_value": (-mean / std).tolist()}, pipeline="device",
+        "data_dir": str(data_dir), "fill_value": black.tolist()}, pipeline="device",
         batch_size=batch_size)
 
 

@@ -97,19 +97,17 @@ class Batch:
         self.num_classes = scores.shape[-1]
         self.dtype = ops.dtype(scores)
         self._vectors = {name: self._tensor(vector) for name, vector in (per_class or {}).items()}
-        self._class_weights = None if class_weights is None else self._tensor(class_weights)
+        self._class_weights = self._tensor(class_weights)
         self._cache = {}
 
     def with_labels(self, labels):
-        """A ``Batch`` of the same scores and per-class vectors with other labels."""
-        other = Batch.__new__(Batch)
-        other.scores, other.labels = self.scores, labels
-        other.num_classes, other.dtype = self.num_classes, self.dtype
-        other._vectors, other._class_weights = self._vectors, self._class_weights
-        other._cache = {}
-        return other
+        """A ``Batch`` of the same scores and per-class vectors with other labels
+        (the vectors are already tensors of the compute dtype: no new conversion)."""
+        return Batch(self.scores, labels, self._vectors, self._class_weights)
 
     def _tensor(self, vector):
+        if vector is None:
+            return None
         if isinstance(vector, (list, tuple, np.ndarray)):
             return ops.convert_to_tensor(np.asarray(vector), dtype=self.dtype)
         return ops.cast(vector, self.dtype)
