@@ -13,6 +13,7 @@ runs under TensorFlow, JAX and PyTorch, eager or compiled. Inputs of any float
 dtype are computed in float32 (float64 stays float64).
 """
 
+import keras
 import numpy as np
 from keras import ops
 
@@ -30,6 +31,8 @@ __all__ = [
     "margin_softmax_cross_entropy",
     "non_target_softmax_statistics",
     "sigmoid_cross_entropy_terms",
+    "sigmoid_focal_cross_entropy",
+    "logsumexp_over_batch",
     "valid_labels",
     "nan_for_invalid_labels",
     "safe_arccos",
@@ -214,10 +217,54 @@ def safe_labels(labels, num_classes):
     return ops.clip(labels, 0, num_classes - 1)
 
 
+def _upstream(args, upstream):
+    """The output gradient handed to a ``custom_gradient`` rule (positional on
+    JAX and TensorFlow, the ``upstream`` keyword on PyTorch)."""
+    return args[0] if upstream is None else upstream
+
+
+def _compiled_gradients():
+    """Whether the hand-written gradients below are used: on the XLA backends
+    (JAX, TensorFlow), where they remove (batch, classes) passes; eager PyTorch
+    runs every op as its own kernel, so there autograd through its fused
+    cross-entropy kernel costs less (see ``margin_softmax_cross_entropy``)."""
+    return keras.backend.backend() != "torch"
+
+
+def _in_backward(values, upstream):
+    """``values`` tied to the output gradient ``upstream`` (``+ 0 * upstream``), so a
+    gradient rule recomputes what it derives from them in the backward pass.
+
+    Without the tie, JAX evaluates a rule's computations that do not involve
+    ``upstream`` during the forward pass and keeps them as (batch, classes)
+    residuals (``jax.custom_gradient`` traces the rule there). The extra
+    elementwise add is fused; ``0 * upstream`` is not folded (NaN semantics).
+    """
+    return values + 0.0 * ops.expand_dims(upstream, -1)
+
+
 def gather_target(scores, labels):
-    """``scores[i, labels[i]]`` for every row, shape (batch,)."""
-    index = safe_labels(labels, scores.shape[-1])
-    return ops.take_along_axis(scores, ops.expand_dims(index, -1), axis=-1)[:, 0]
+    """``scores[i, labels[i]]`` for every row, shape (batch,).
+
+    On JAX and TensorFlow its gradient is the elementwise ``where(mask, g, 0)``
+    rather than a scatter into a (batch, classes) buffer, so XLA fuses it into
+    the scores' other gradient terms (one pass over (batch, classes) fewer).
+    """
+    num_classes = scores.shape[-1]
+    index = ops.expand_dims(ops.cast(safe_labels(labels, num_classes), "int32"), -1)
+    if not _compiled_gradients():
+        return ops.take_along_axis(scores, index, axis=-1)[:, 0]
+
+    @ops.custom_gradient
+    def gather(scores):
+        def gradient(*args, upstream=None):
+            upstream = _upstream(args, upstream)
+            columns = ops.arange(ops.shape(scores)[-1], dtype="int32")[None, :]
+            return (ops.where(index == columns, ops.expand_dims(upstream, -1),
+                              ops.zeros_like(scores)),)
+        return ops.take_along_axis(scores, index, axis=-1)[:, 0], gradient
+
+    return gather(scores)
 
 
 def take_per_class(values, labels):
@@ -270,17 +317,29 @@ def margin_softmax_cross_entropy(labels, scores, target_scores=None, scale=1.0,
                                  exclude_target=False, mask=None, non_target_max=None):
     """Per-sample cross-entropy over margin-adjusted, scaled scores.
 
-    ``l_i = logsumexp_j(s_i * z_ij) - s_i * t_i`` with ``z_iy`` replaced by the
-    adjusted target score ``t_i`` (or removed from the log-sum-exp when
-    ``exclude_target``). Computed with a stable log-sum-exp in the scores'
-    dtype (call ``to_compute_dtype`` first).
+    ``l_i = logsumexp_j(a_ij) - s_i t_i`` with ``a_ij = s_i z_ij`` and the
+    target column ``a_iy = s_i t_i`` (or ``-inf``: ``exclude_target``), for
+    the adjusted target score ``t_i``. Computed with a stable log-sum-exp in
+    the scores' dtype (call ``to_compute_dtype`` first). The scale is a
+    constant (no gradient).
+
+    Gradient: ``dl/dz_ij = s_i p_ij`` (``j != y``, ``p = softmax(a)``), ``0``
+    at the target column (whose score reaches the loss through ``t``),
+    ``dl/dt_i = s_i (p_iy - 1)`` (``-s_i`` with ``exclude_target``). On JAX and
+    TensorFlow it is written out (``keras.ops.custom_gradient``) and recomputes
+    ``p`` from the inputs, so no (batch, classes) intermediate is stored and
+    forward and backward read the scores once each (twice in the forward pass
+    without ``non_target_max``): about 0.6x the memory traffic of Keras'
+    ``SparseCategoricalCrossentropy`` under XLA. On PyTorch the loss is
+    PyTorch's fused cross-entropy kernel over ``a`` (``keras.ops.
+    sparse_categorical_crossentropy``), differentiated by autograd.
 
     Args:
         labels: int32 labels of shape (batch,) (see ``sparse_labels``).
         scores: (batch, classes) logits or cosines.
         target_scores: (batch,) adjusted target scores; default the unchanged
             target score (plain cross-entropy).
-        scale: python float, or (batch,) tensor of per-sample scales.
+        scale: python float, or (batch,) tensor of per-sample scales (> 0).
         exclude_target: drop the target from the denominator (LM-Softmax).
         mask: optional precomputed ``target_mask(labels, classes)``.
         non_target_max: optional (batch,) ``max_{j != y} scores_j`` that the
@@ -293,23 +352,62 @@ def margin_softmax_cross_entropy(labels, scores, target_scores=None, scale=1.0,
     """
     if mask is None:
         mask = target_mask(labels, scores.shape[-1])
+    dtype = ops.dtype(scores)
+    per_sample = not isinstance(scale, (int, float))
+    if per_sample:
+        scale = ops.stop_gradient(ops.cast(scale, dtype))
+
+    def scaled(values):
+        if per_sample:
+            return values * ops.expand_dims(scale, -1)
+        return values if scale == 1.0 else values * scale
+
+    def adjusted(scores, target):
+        """``a``: the scaled scores with the target column replaced (or -inf)."""
+        if target is None:
+            return scaled(scores)
+        column = (ops.cast(-np.inf, dtype) if exclude_target
+                  else ops.expand_dims(target, -1))
+        return scaled(ops.where(mask, column, scores))
+
+    if not _compiled_gradients() and not exclude_target:
+        return ops.sparse_categorical_crossentropy(
+            safe_labels(labels, scores.shape[-1]), adjusted(scores, target_scores),
+            from_logits=True)
     if target_scores is None:
         target_scores = gather_target(scores, labels)
-    if exclude_target:
-        adjusted = ops.where(mask, ops.cast(-np.inf, ops.dtype(scores)), scores)
-    else:
-        adjusted = ops.where(mask, ops.expand_dims(target_scores, -1), scores)
-    if not isinstance(scale, (int, float)):
-        scale = ops.cast(scale, ops.dtype(scores))
-        adjusted = adjusted * ops.expand_dims(scale, -1)
-    elif scale != 1.0:
-        adjusted = adjusted * scale
-    if non_target_max is None or exclude_target:
-        return ops.logsumexp(adjusted, axis=-1) - scale * target_scores
-    # The shift is the row maximum of `adjusted`; it cancels in value and gradient.
-    shift = ops.stop_gradient(scale * ops.maximum(target_scores, non_target_max))
-    total = ops.sum(ops.exp(adjusted - ops.expand_dims(shift, -1)), axis=-1)
-    return ops.log(total) + shift - scale * target_scores
+    if not _compiled_gradients():  # exclude_target on PyTorch
+        return ops.logsumexp(adjusted(scores, target_scores), axis=-1) - scale * target_scores
+    shift = None if non_target_max is None else ops.stop_gradient(non_target_max)
+
+    @ops.custom_gradient
+    def cross_entropy(scores, target):
+        logits = adjusted(scores, target)
+        scaled_target = scale * target
+        if shift is None or exclude_target:
+            row_max = ops.stop_gradient(ops.max(logits, axis=-1))
+        else:  # the row maximum, known without a reduction
+            row_max = scale * ops.maximum(target, shift)
+        total = ops.sum(ops.exp(logits - ops.expand_dims(row_max, -1)), axis=-1)
+        log_normaliser = ops.log(total) + row_max
+
+        def gradient(*args, upstream=None):
+            upstream = _upstream(args, upstream)
+            weight = upstream * scale
+            # p recomputed from the inputs: no (batch, classes) residual
+            probabilities = ops.exp(adjusted(scores, target)
+                                    - ops.expand_dims(log_normaliser, -1))
+            score_gradient = ops.where(mask, ops.zeros_like(probabilities),
+                                       probabilities * ops.expand_dims(weight, -1))
+            if exclude_target:
+                return score_gradient, -weight
+            # p_y - 1 as (e_y - total) / total: exact when the target dominates
+            # (e_y = total = 1), where exp(s t - lse) - 1 would keep lse's rounding
+            return score_gradient, weight * (ops.exp(scaled_target - row_max) - total) / total
+
+        return log_normaliser - scaled_target, gradient
+
+    return cross_entropy(scores, target_scores)
 
 
 def non_target_softmax_statistics(scores, labels, mask=None):
@@ -369,6 +467,95 @@ def sigmoid_cross_entropy_terms(scores, mask, with_residual=True):
     one_minus_pt = (ops.where(non_negative, exponentials, ops.ones_like(exponentials))
                     / (1.0 + exponentials))
     return bce, one_minus_pt, -(bce + signed)
+
+
+def logsumexp_over_batch(scores, bias):
+    """``log sum_i exp(x_ij + b_j)`` for every class ``j``, shape (classes,).
+
+    The log-sum-exp down the batch axis (LADE's per-class partition function),
+    with a constant per-class ``bias`` (no gradient). Gradient:
+    ``d/dx_ij = g_j exp(x_ij + b_j - lse_j)``; on JAX and TensorFlow written out
+    and recomputed from the scores (no (batch, classes) intermediate kept),
+    on PyTorch autograd through ``logsumexp``.
+    """
+    bias = ops.expand_dims(ops.stop_gradient(ops.cast(bias, ops.dtype(scores))), 0)
+    if not _compiled_gradients():
+        return ops.logsumexp(scores + bias, axis=0)
+
+    @ops.custom_gradient
+    def column_logsumexp(scores):
+        shifted = scores + bias
+        top = ops.stop_gradient(ops.max(shifted, axis=0))
+        result = ops.log(ops.sum(ops.exp(shifted - ops.expand_dims(top, 0)), axis=0)) + top
+
+        def gradient(*args, upstream=None):
+            upstream = _upstream(args, upstream)
+            probabilities = ops.exp(scores + bias - ops.expand_dims(result, 0))
+            return (probabilities * ops.expand_dims(upstream, 0),)
+
+        return result, gradient
+
+    return column_logsumexp(scores)
+
+
+def sigmoid_focal_cross_entropy(scores, mask, gamma=0.0):
+    """``sum_j (1 - p_t,j)^gamma BCE(x_j, [j == y])`` per row, shape (batch,).
+
+    With ``u = sign * x`` (``sign = +1`` on the target column, ``-1``
+    elsewhere): ``BCE = softplus(-u)``, ``1 - p_t = sigmoid(-u)``, so each term
+    is ``T(u) = sigmoid(-u)^gamma softplus(-u)`` (``gamma = 0``: the sigmoid
+    cross-entropy) and
+
+        dT/du = -sigmoid(-u)^gamma [gamma sigmoid(u) softplus(-u) + sigmoid(-u)],
+
+    ``dT/dx = sign dT/du``. On JAX and TensorFlow that gradient is written out
+    and recomputed from the scores (one read of the scores forward, one read
+    and one write backward; no (batch, classes) intermediate kept); on PyTorch
+    autograd differentiates ``sigmoid_cross_entropy_terms``. ``sigmoid(-u)^gamma``
+    is ``exp(-gamma softplus(u))``: finite gradient where ``1 - p_t = 0``.
+    """
+    gamma = float(gamma)
+    if not _compiled_gradients():
+        terms, one_minus_pt, log_one_minus_pt = sigmoid_cross_entropy_terms(
+            scores, mask, with_residual=gamma != 0.0)
+        if gamma == 1.0:
+            terms = terms * one_minus_pt
+        elif gamma != 0.0:
+            terms = terms * ops.exp(gamma * log_one_minus_pt)
+        return ops.sum(terms, axis=-1)
+
+    def parts(scores):
+        """``(u, e, softplus(-u), sigmoid(-u)^gamma)`` with ``e = exp(-|u|)``."""
+        signed = ops.where(mask, scores, -scores)
+        exponentials = ops.exp(-ops.abs(signed))
+        log1p = ops.log1p(exponentials)
+        bce = log1p + ops.maximum(-signed, 0.0)  # softplus(-u)
+        if gamma == 0.0:
+            return signed, exponentials, bce, None
+        # sigmoid(-u)^gamma = exp(-gamma softplus(u)), softplus(u) = log1p + max(u, 0)
+        return signed, exponentials, bce, ops.exp(-gamma * (log1p + ops.maximum(signed, 0.0)))
+
+    @ops.custom_gradient
+    def focal_sum(scores):
+        _, _, bce, modulation = parts(scores)
+        terms = bce if modulation is None else modulation * bce
+
+        def gradient(*args, upstream=None):
+            upstream = _upstream(args, upstream)
+            signed, exponentials, bce, modulation = parts(_in_backward(scores, upstream))
+            non_negative = signed >= 0
+            sigmoid_u = ops.where(non_negative, 1.0, exponentials) / (1.0 + exponentials)
+            sigmoid_minus_u = 1.0 - sigmoid_u
+            if modulation is None:
+                derivative = -sigmoid_minus_u
+            else:
+                derivative = -modulation * (gamma * sigmoid_u * bce + sigmoid_minus_u)
+            signed_derivative = ops.where(mask, derivative, -derivative)
+            return (signed_derivative * ops.expand_dims(upstream, -1),)
+
+        return ops.sum(terms, axis=-1), gradient
+
+    return focal_sum(scores)
 
 
 def valid_labels(labels, num_classes=None):

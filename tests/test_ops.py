@@ -189,3 +189,122 @@ def test_float16_scores_stay_finite():
                                             ops.convert_to_tensor(np.array([0], "int32")))
     np.testing.assert_allclose(ops.convert_to_numpy(values).astype("float32"), [1.0])
     np.testing.assert_array_equal(ops.convert_to_numpy(indices), [2])
+
+
+# ----------------------------------------------------------------- hand-written gradients
+
+
+def _compiled_value_and_grad(function, x):
+    """``function(x)`` and its gradient in the training step's mode: ``jax.jit``,
+    ``tf.function(jit_compile=True)`` (XLA), eager PyTorch."""
+    import keras
+
+    x = np.asarray(x, dtype="float32")
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+        value, grad = jax.jit(jax.value_and_grad(function))(x)
+        return np.asarray(value), np.asarray(grad)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        @tf.function(jit_compile=True)
+        def step(z):
+            with tf.GradientTape() as tape:
+                tape.watch(z)
+                value = function(z)
+            return value, tape.gradient(value, z)
+        value, grad = step(tf.constant(x))
+        return value.numpy(), grad.numpy()
+    return value_and_grad(function, x)
+
+
+def _numpy_margin_cross_entropy(scores, labels, scale, exclude, slope, offset):
+    """Sum over rows of ``lse(a) - s t`` with ``t = slope z_y + offset`` and its
+    gradient, in float64 from the definition (softmax of the adjusted scores)."""
+    rows = np.arange(len(labels))
+    target = slope * scores[rows, labels] + offset
+    adjusted = scores.copy()
+    adjusted[rows, labels] = -np.inf if exclude else target
+    adjusted = adjusted * scale[:, None]
+    top = adjusted.max(-1, keepdims=True)
+    lse = np.log(np.exp(adjusted - top).sum(-1)) + top[:, 0]
+    probabilities = np.exp(adjusted - lse[:, None])
+    grad = scale[:, None] * probabilities
+    grad[rows, labels] = scale * slope * (probabilities[rows, labels] - 1.0)
+    return float(np.sum(lse - scale * target)), grad
+
+
+@pytest.mark.parametrize("exclude", [False, True])
+@pytest.mark.parametrize("per_sample_scale", [False, True])
+@pytest.mark.parametrize("with_shift", [False, True])
+def test_margin_cross_entropy_gradient_matches_numpy(exclude, per_sample_scale, with_shift):
+    """The core op's gradient (written out on JAX / TensorFlow, autograd on PyTorch)
+    equals the softmax formula, including the target's path through ``t(z_y)``."""
+    scores, labels = _scores(9, 21, spread=2.0)
+    scales = (np.random.default_rng(1).uniform(1.0, 20.0, 17) if per_sample_scale
+              else np.full(17, 7.5))
+    slope, offset = 0.5, -0.3
+    want_value, want_grad = _numpy_margin_cross_entropy(
+        scores, labels, scales, exclude, slope, offset)
+
+    def function(z):
+        y = ops.convert_to_tensor(labels)
+        target = slope * km_ops.gather_target(z, y) + offset
+        shift = km_ops.max_non_target(z, y)[0] if with_shift else None
+        scale = ops.convert_to_tensor(scales.astype("float32")) if per_sample_scale else 7.5
+        return ops.sum(km_ops.margin_softmax_cross_entropy(
+            y, z, target_scores=target, scale=scale, exclude_target=exclude,
+            non_target_max=shift))
+
+    value, grad = _compiled_value_and_grad(function, scores)
+    np.testing.assert_allclose(value, want_value, rtol=1e-5)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 1.0, 2.0])
+def test_sigmoid_focal_sum_matches_numpy_in_value_and_gradient(gamma):
+    """``sum_j sigmoid(-u)^gamma softplus(-u)`` against float64 NumPy: values, and
+    the gradient against central differences of the NumPy function."""
+    scores, labels = _scores(8, 9, spread=10.0)
+    mask = np.arange(8)[None, :] == labels[:, None]
+
+    def numpy_terms(x):
+        signed = np.where(mask, x, -x)
+        return np.exp(-gamma * np.logaddexp(0.0, signed)) * np.logaddexp(0.0, -signed)
+
+    want = numpy_terms(scores).sum(-1)
+    value, grad = _compiled_value_and_grad(
+        lambda z: ops.sum(km_ops.sigmoid_focal_cross_entropy(
+            z, ops.convert_to_tensor(mask), gamma)), scores)
+    np.testing.assert_allclose(value, want.sum(), rtol=1e-5)
+    eps = 1e-6
+    numeric = (numpy_terms(scores + eps) - numpy_terms(scores - eps)) / (2 * eps)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-4, atol=1e-6)
+    rows = km_ops.sigmoid_focal_cross_entropy(
+        ops.convert_to_tensor(scores.astype("float32")), ops.convert_to_tensor(mask), gamma)
+    np.testing.assert_allclose(ops.convert_to_numpy(rows), want, rtol=1e-5, atol=1e-6)
+
+
+def test_gather_target_gradient_is_the_label_mask():
+    scores, labels = _scores(6, 4)
+    _, grad = _compiled_value_and_grad(
+        lambda z: ops.sum(3.0 * km_ops.gather_target(z, ops.convert_to_tensor(labels))),
+        scores)
+    np.testing.assert_array_equal(grad, 3.0 * (np.arange(6)[None, :] == labels[:, None]))
+
+
+import keras  # noqa: E402
+
+if keras.backend.backend() == "jax":
+    def test_compiled_core_keeps_no_batch_by_class_residual():
+        """Under ``jax.jit`` the LDAM forward + backward program allocates no
+        temporary of the scores' size: the softmax is recomputed in the backward
+        pass, not stored (XLA memory analysis; C = 4096, batch 256)."""
+        import jax
+        counts = np.maximum(1, (5000 * 0.01 ** (np.arange(4096) / 4095))).astype("int64")
+        loss = losses.LDAMLoss(counts)
+        z = np.random.default_rng(0).uniform(-0.9, 0.9, (256, 4096)).astype("float32")
+        y = np.random.default_rng(1).integers(0, 4096, 256).astype("int32")
+        compiled = jax.jit(jax.value_and_grad(lambda z, y: loss(y, z))).lower(z, y).compile()
+        assert compiled.memory_analysis().temp_size_in_bytes < z.nbytes

@@ -12,7 +12,6 @@ authors' TensorFlow code does.
 """
 
 import keras
-from keras import ops
 
 from keras_margins import ops as km_ops
 from keras_margins.losses.base import MarginLoss, per_sample_losses
@@ -34,16 +33,8 @@ def _class_balanced_rule(batch, loss_type, gamma):
     """Unweighted softmax CE, or sigmoid / focal BCE summed over the classes."""
     if loss_type == "softmax":
         return batch.cross_entropy()
-    # BCE = -log sigmoid(sign * x) and 1 - p_t from one exp and one log1p per element.
-    focal = loss_type == "focal" and gamma != 0.0
-    terms, one_minus_pt, log_one_minus_pt = km_ops.sigmoid_cross_entropy_terms(
-        batch.scores, batch.mask, with_residual=focal)
-    if focal and gamma == 1.0:
-        terms = terms * one_minus_pt
-    elif focal:
-        # exp(gamma * log(1 - p_t)), not power(): finite gradient where 1 - p_t = 0
-        terms = terms * ops.exp(gamma * log_one_minus_pt)
-    return ops.sum(terms, axis=-1)
+    gamma = gamma if loss_type == "focal" else 0.0
+    return km_ops.sigmoid_focal_cross_entropy(batch.scores, batch.mask, gamma)
 
 
 def class_balanced_loss(y_true, y_pred, class_counts, beta=0.9999, loss_type="softmax",

@@ -5,6 +5,7 @@ import math
 import keras
 from keras import ops
 
+from keras_margins import ops as km_ops
 from keras_margins.losses.base import MarginLoss, per_sample_losses
 from keras_margins.priors import log_priors, priors
 from keras_margins.validation import validate_non_negative
@@ -31,7 +32,8 @@ def _lade_rule(batch, alpha, remine_lambda):
     members = batch.sum_by_label(ops.ones_like(batch.target))
     first = sums / (members + 1e-8)
     # log (1 / B) sum_i exp(x_ij - log pi_j + log(1 / C)): the target (uniform) prior.
-    second = (ops.logsumexp(x - offsets - math.log(batch.num_classes), axis=0)
+    second = (km_ops.logsumexp_over_batch(x, -batch.vector("offsets")
+                                          - math.log(batch.num_classes))
               - ops.log(size))
     bound = first - second - remine_lambda * ops.square(second)
     regulariser = -ops.sum(batch.vector("priors") * bound)
