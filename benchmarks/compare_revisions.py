@@ -58,8 +58,8 @@ def worker(args):
     for num_classes in args.classes:
         counts = long_tail_counts(num_classes)
         scores, labels = _inputs(num_classes, args.batch_size, 0)
-        ce_run, ce_memory = build(keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                                  scores, labels)
+        ce_run, ce_memory, _ = build(
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True), scores, labels)
         ce_run()
         calls = max(1, int(args.min_time / max(timed(ce_run, 1), 1e-6)))
         for name in names:
@@ -69,7 +69,7 @@ def worker(args):
                     continue
                 make, extra = table[name]
                 s, y = _inputs(num_classes, args.batch_size, extra)
-                runs[tag], memory[tag] = build(make(counts), s, y)
+                runs[tag], memory[tag], _ = build(make(counts), s, y)
                 runs[tag]()
             ratios = {tag: [] for tag in runs}
             for _ in range(args.repeats):

@@ -22,6 +22,12 @@ default device); each backend's result and table heading name that device
 ("cpu", "cuda:0", "cpu:0", "gpu:0"). On a GPU every timed call waits for its
 result (``block_until_ready``, ``torch.cuda.synchronize``, reading the value).
 
+Traffic (``traffic`` columns, ratio to CE): bytes the step's kernels read and
+write, counted by ``traffic.py`` (XLA: operands + results of every kernel of the
+optimised program; eager torch: of every ATen operator). Deterministic, so it
+holds on a loaded machine where timings do not; a memory-bound loss (large C)
+takes time in proportion to it.
+
 Memory (``mem`` columns, ratio to CE):
   * jax: XLA's memory analysis of the compiled forward+backward program,
     ``argument + output + temp - alias`` bytes (exact for that program; TF's
@@ -47,6 +53,7 @@ import pathlib
 import sys
 import time
 
+from traffic import TorchTraffic, hlo_bytes_accessed
 from driver import BACKENDS, PeakMemory, default_device, median, new_report, parser, \
     prepare_worker, run_backends, synchronize, timed, to_device, write_outputs, \
     write_worker_result
@@ -92,7 +99,7 @@ def _step_jax(loss, scores, labels):
         grad.block_until_ready()
         return value
 
-    return run, memory
+    return run, memory, hlo_bytes_accessed(compiled.as_text())
 
 
 def _step_tensorflow(loss, scores, labels):
@@ -114,7 +121,8 @@ def _step_tensorflow(loss, scores, labels):
             value.numpy()
         return value
 
-    return run, None
+    program = fn.experimental_get_compiler_ir(z, y)(stage="optimized_hlo")
+    return run, None, hlo_bytes_accessed(program)
 
 
 def _step_torch(loss, scores, labels, compile_step=False):
@@ -142,18 +150,23 @@ def _step_torch(loss, scores, labels, compile_step=False):
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         step(z, y)
     memory = int(sum(saved.values()))
+    traffic = None
+    if not compile_step:
+        with TorchTraffic() as counter:
+            step(z, y)
+        traffic = counter.bytes
 
     def run():
         value, _ = step(z, y)
         synchronize(device)
         return value
 
-    return run, memory
+    return run, memory, traffic
 
 
 def step_builder(backend, torch_compile=False):
     """The compiled forward + backward step of ``backend``: ``f(loss, scores, labels)
-    -> (run, memory_bytes)``."""
+    -> (run, memory_bytes, traffic_bytes)``."""
     return {"jax": _step_jax, "tensorflow": _step_tensorflow,
             "torch": lambda l, s, y: _step_torch(l, s, y, torch_compile)}[backend]
 
@@ -173,7 +186,7 @@ def worker(args):
            "results": []}
     for num_classes in args.classes:
         counts = long_tail_counts(num_classes)
-        steps, errors, memory = {}, {}, {}
+        steps, errors, memory, traffic = {}, {}, {}, {}
         compile_s, peaks = {}, {}
         for name in [CE] + names:
             try:
@@ -186,7 +199,7 @@ def worker(args):
                 peak.reset()
                 scores, labels = _inputs(num_classes, args.batch_size, extra)
                 start = time.perf_counter()
-                run, mem = build(loss, scores, labels)
+                run, mem, moved = build(loss, scores, labels)
                 value = float(run())  # compile (tf/torch) and warm up
                 run()
                 compile_s[name] = time.perf_counter() - start
@@ -194,7 +207,7 @@ def worker(args):
                 del scores, labels
                 if not math.isfinite(value):
                     raise FloatingPointError(f"non-finite loss {value}")
-                steps[name], memory[name] = run, mem
+                steps[name], memory[name], traffic[name] = run, mem, moved
             except Exception as error:  # report, keep going
                 errors[name] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
         if CE not in steps:
@@ -211,7 +224,7 @@ def worker(args):
                 times[name].append(t_loss)
                 ratios[name].append(t_loss / t_ce)
         ce_ms = 1e3 * median(times[CE])
-        ce_mem = memory.get(CE)
+        ce_mem, ce_traffic = memory.get(CE), traffic.get(CE)
         for name in [CE] + names:
             row = {"loss": name, "classes": num_classes, "batch_size": args.batch_size,
                    "calls_per_timing": calls}
@@ -228,7 +241,10 @@ def worker(args):
                     memory_bytes=memory[name],
                     peak_memory_bytes=peaks[name],
                     memory_ratio=(None if memory[name] is None or not ce_mem
-                                  else memory[name] / ce_mem))
+                                  else memory[name] / ce_mem),
+                    traffic_bytes=traffic[name],
+                    traffic_ratio=(None if traffic[name] is None or not ce_traffic
+                                   else traffic[name] / ce_traffic))
             out["results"].append(row)
         print(f"[{backend} {device}] C={num_classes}: CE {ce_ms:.2f} ms, {calls} calls x "
               f"{args.repeats} repeats", file=sys.stderr, flush=True)
@@ -255,14 +271,18 @@ def markdown(report):
         by_key = {(r["loss"], r["classes"]): r for r in rows}
         has_mem = any(r.get("memory_ratio") is not None for r in rows)
         has_peak = any(r.get("peak_memory_bytes") is not None for r in rows)
+        has_traffic = any(r.get("traffic_ratio") is not None for r in rows)
         where = f"{backend}, {backend_result['device']}" if "device" in backend_result \
             else backend
         lines += [f"### {where}: forward+backward time / CE time"
                   + (" (mem: peak memory / CE)" if has_mem else "")
+                  + (" (traffic: bytes read + written / CE)" if has_traffic else "")
                   + (" (peak: device memory, MiB)" if has_peak else ""), ""]
         head = ["loss"] + [f"C={c}" for c in classes]
         if has_mem:
             head += [f"mem C={c}" for c in classes]
+        if has_traffic:
+            head += [f"traffic C={c}" for c in classes]
         if has_peak:
             head += [f"peak C={c}" for c in classes]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -283,6 +303,13 @@ def markdown(report):
                         cells.append(f"{r['memory_bytes'] / 2**20:.1f} MiB")
                     else:
                         cells.append(_fmt(r.get("memory_ratio")))
+            if has_traffic:
+                for c in classes:
+                    r = by_key.get((name, c), {})
+                    if name == CE and r.get("traffic_bytes"):
+                        cells.append(f"{r['traffic_bytes'] / 2**20:.1f} MiB")
+                    else:
+                        cells.append(_fmt(r.get("traffic_ratio")))
             if has_peak:
                 for c in classes:
                     r = by_key.get((name, c), {})

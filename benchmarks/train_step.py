@@ -147,7 +147,7 @@ def _loss_share(out, table, counts, args):
             make, extra = table[name]
             loss = make(counts)
         scores, labels = _inputs(len(counts), args.batch_size, extra)
-        runs[name], _ = build(loss, scores, labels)
+        runs[name], _, _ = build(loss, scores, labels)
         runs[name]()
         runs[name]()
     calls = max(1, int(0.05 / max(timed(runs[CE], 3), 1e-6)))

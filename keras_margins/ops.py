@@ -511,17 +511,18 @@ def sigmoid_focal_cross_entropy(scores, mask, gamma=0.0):
     ``dT/dx = sign dT/du``. On JAX and TensorFlow that gradient is written out
     and recomputed from the scores (one read of the scores forward, one read
     and one write backward; no (batch, classes) intermediate kept); on PyTorch
-    autograd differentiates ``sigmoid_cross_entropy_terms``. ``sigmoid(-u)^gamma``
-    is ``exp(-gamma softplus(u))``: finite gradient where ``1 - p_t = 0``.
+    autograd differentiates ``softplus(-u)`` and ``sigmoid(-u)`` (fused eager
+    kernels). ``sigmoid(-u)^gamma`` is ``exp(-gamma softplus(u))``: finite
+    gradient where ``1 - p_t = 0``.
     """
     gamma = float(gamma)
-    if not _compiled_gradients():
-        terms, one_minus_pt, log_one_minus_pt = sigmoid_cross_entropy_terms(
-            scores, mask, with_residual=gamma != 0.0)
+    if not _compiled_gradients():  # few fused eager kernels: softplus, sigmoid
+        negated = ops.where(mask, -scores, scores)  # -u
+        terms = ops.softplus(negated)
         if gamma == 1.0:
-            terms = terms * one_minus_pt
-        elif gamma != 0.0:
-            terms = terms * ops.exp(gamma * log_one_minus_pt)
+            terms = ops.sigmoid(negated) * terms
+        elif gamma != 0.0:  # exp(gamma log sigmoid(-u)), not power(): finite gradient
+            terms = ops.exp(gamma * ops.log_sigmoid(negated)) * terms
         return ops.sum(terms, axis=-1)
 
     def parts(scores):
