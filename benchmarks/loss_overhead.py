@@ -296,20 +296,14 @@ def markdown(report):
                     cells.append(f"{_fmt(r.get('ms'))} ms")
                 else:
                     cells.append(_fmt(r.get("ratio")))
-            if has_mem:
-                for c in classes:
-                    r = by_key.get((name, c), {})
-                    if name == CE and r.get("memory_bytes"):
-                        cells.append(f"{r['memory_bytes'] / 2**20:.1f} MiB")
-                    else:
-                        cells.append(_fmt(r.get("memory_ratio")))
-            if has_traffic:
-                for c in classes:
-                    r = by_key.get((name, c), {})
-                    if name == CE and r.get("traffic_bytes"):
-                        cells.append(f"{r['traffic_bytes'] / 2**20:.1f} MiB")
-                    else:
-                        cells.append(_fmt(r.get("traffic_ratio")))
+            for shown, quantity in ((has_mem, "memory"), (has_traffic, "traffic")):
+                if shown:  # CE: MiB; every other loss: its ratio to CE
+                    for c in classes:
+                        r = by_key.get((name, c), {})
+                        if name == CE and r.get(f"{quantity}_bytes"):
+                            cells.append(f"{r[f'{quantity}_bytes'] / 2**20:.1f} MiB")
+                        else:
+                            cells.append(_fmt(r.get(f"{quantity}_ratio")))
             if has_peak:
                 for c in classes:
                     r = by_key.get((name, c), {})
