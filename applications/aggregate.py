@@ -98,6 +98,9 @@ def main(argv=None):
     parser.add_argument("--include-smoke", action="store_true")
     parser.add_argument("--output", type=pathlib.Path, help="also write the Markdown here")
     parser.add_argument("--json", type=pathlib.Path, help="write the aggregates as JSON")
+    parser.add_argument("--paper-table", action="store_true",
+                        help="only the CIFAR-10-LT table beside the papers' numbers "
+                             "(the README's)")
     args = parser.parse_args(argv)
     runs = [run for root in args.roots for run in collect_runs(root, args.include_smoke)]
     if not runs:
@@ -105,7 +108,11 @@ def main(argv=None):
               file=sys.stderr)
         return 1
     tables = aggregate_runs(runs, tuple(args.columns), args.digits)
-    output, dump = format_tables(tables)
+    output, dump = format_tables(tables, paper_only=args.paper_table)
+    if not output:
+        print("No CIFAR-10-LT (exp, ratio 100) runs to set beside the papers.",
+              file=sys.stderr)
+        return 1
     print(output)
     if args.output:
         args.output.write_text(output + "\n")
@@ -114,12 +121,18 @@ def main(argv=None):
     return 0
 
 
-def format_tables(tables):
+def format_tables(tables, paper_only=False):
     """``(markdown, json_dump)`` of ``aggregate_runs``' tables: a heading per
-    setting, its table and each method's top-1 difference to CE."""
+    setting, its table and each method's top-1 difference to CE; with
+    ``paper_only`` just the CIFAR-10-LT tables beside the papers (``paper_table``)."""
     text, dump = [], {}
     for setting, (table, aggregates) in tables.items():
         dataset, ratio, profile, epochs, model, backend = setting
+        if paper_only:
+            if (dataset, ratio, profile) == ("cifar10-lt", 100, "exp"):
+                text.append(paper_table(aggregates, epochs))
+                dump[" / ".join(map(str, setting))] = aggregates
+            continue
         text.append(f"### {dataset}, {profile} ratio {ratio:g}, {model}, {epochs} epochs "
                     f"({backend}); top-1 %, mean ± std over seeds, last epoch\n")
         text.append(table)

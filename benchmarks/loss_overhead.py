@@ -320,6 +320,39 @@ def markdown(report):
     return "\n".join(lines)
 
 
+#: The time / traffic ratio each backend's losses should stay under (eager PyTorch
+#: runs each op as its own kernel: a looser target).
+TARGETS = {"jax": 1.1, "tensorflow": 1.1, "torch": 1.3}
+
+
+def summary(report):
+    """Markdown: per backend and C, how many losses stay within the backend's
+    target (``TARGETS``) in time and in traffic, and the worst one."""
+    classes = sorted({r["classes"] for b in report["backends"] for r in b.get("results", [])})
+    lines = ["| Backend (device) | Measure | Target | "
+             + " | ".join(f"C={c}" for c in classes) + " |",
+             "|:--|:--|--:|" + "--:|" * len(classes)]
+    for backend_result in report["backends"]:
+        if "error" in backend_result:
+            continue
+        backend, target = backend_result["backend"], TARGETS[backend_result["backend"]]
+        for measure, key in (("time", "ratio"), ("traffic", "traffic_ratio")):
+            cells = []
+            for c in classes:
+                rows = [r for r in backend_result["results"] if r["classes"] == c
+                        and r["loss"] != CE and r.get(key) is not None]
+                if not rows:
+                    cells.append("–")
+                    continue
+                worst = max(rows, key=lambda r: r[key])
+                within = sum(r[key] <= target for r in rows)
+                cells.append(f"{within}/{len(rows)}; worst {worst['loss']} {worst[key]:.2f}")
+            if any(cell != "–" for cell in cells):
+                lines.append(f"| {backend} ({backend_result.get('device', '?')}) | {measure} "
+                             f"| {target:g}x | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     options = parser(__doc__, "loss_overhead.json", backends=BACKENDS)
     options.add_argument("--classes", nargs="+", type=int, default=None,
@@ -335,13 +368,16 @@ def main(argv=None):
     options.add_argument("--table", default=None,
                          help="print (and with --markdown write) the table of an existing "
                               "JSON report, measuring nothing")
+    options.add_argument("--summary", action="store_true",
+                         help="with --table: the per-backend summary (losses within the "
+                              "target, the worst) instead of the full table")
     options.add_argument("--quick", action="store_true",
                          help="C in {1000, 100000}, 3 repeats, short timings (~3 min)")
     options.add_argument("--torch-compile", action="store_true")
     args = options.parse_args(argv)
     if args.table:
         report = json.loads(pathlib.Path(args.table).read_text())
-        text = markdown(report)
+        text = summary(report) if args.summary else markdown(report)
         if args.markdown:
             pathlib.Path(args.markdown).write_text(text + "\n")
         return print(text)

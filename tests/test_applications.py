@@ -311,6 +311,11 @@ def test_aggregate_sets_cifar10_lt_rows_beside_the_papers():
     assert rows["focal"][2:4] == ["–", "–"]
     other = [({**config, "dataset": "fashion-mnist-lt"}, rep) for config, rep in runs]
     assert "Paper top-1" not in format_tables(aggregate_runs(other))[0]
+    # --paper-table (the README's): that table alone, nothing for other datasets
+    paper_only, _ = format_tables(aggregate_runs(runs + other), paper_only=True)
+    assert paper_only.startswith("| Recipe | Top-1 % (30 epochs)") and "Many" not in paper_only
+    assert len(paper_only.splitlines()) == 2 + 3
+    assert format_tables(aggregate_runs(other), paper_only=True)[0] == ""
 
 
 def test_train_cli_names_an_unknown_recipe(capsys):

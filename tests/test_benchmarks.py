@@ -223,3 +223,23 @@ if BACKEND == "torch":
             x.t()              # a view: nothing moves
             (x + y).sum()      # add: 3 x 128 B; sum: 128 B in, 4 B out
         assert traffic.bytes == 3 * 128 + 132 and traffic.operators == 2
+
+
+def test_loss_overhead_summary_counts_losses_within_each_backends_target():
+    from loss_overhead import summary
+
+    def row(loss, ratio, traffic):
+        return {"loss": loss, "classes": 1000, "ratio": ratio, "traffic_ratio": traffic}
+    report = {"backends": [
+        {"backend": "jax", "device": "gpu:0", "results": [
+            row("CrossEntropy", 1.0, 1.0), row("A", 1.05, 0.6), row("B", 1.4, 1.2)]},
+        {"backend": "torch", "device": "cuda:0", "results": [
+            row("CrossEntropy", 1.0, 1.0), row("A", 1.25, 2.0), row("B", 1.35, 1.1)]},
+        {"backend": "tensorflow", "error": "failed"}]}
+    lines = summary(report).splitlines()
+    assert lines[0] == "| Backend (device) | Measure | Target | C=1000 |"
+    assert lines[2] == "| jax (gpu:0) | time | 1.1x | 1/2; worst B 1.40 |"
+    assert lines[3] == "| jax (gpu:0) | traffic | 1.1x | 1/2; worst B 1.20 |"
+    assert lines[4] == "| torch (cuda:0) | time | 1.3x | 1/2; worst B 1.35 |"
+    assert lines[5] == "| torch (cuda:0) | traffic | 1.3x | 1/2; worst A 2.00 |"
+    assert len(lines) == 6
