@@ -539,14 +539,17 @@ def _set_torch_rng_state(state):
         torch.cuda.set_rng_state_all(cuda)
 
 
-def sam_model(model, rho=0.05, adaptive=False, eta=0.01):
+def sam_model(model, rho=0.05, adaptive=False, eta=0.01, tail_classes=None):
     """A ``SAMModel`` sharing the layers (and weights) of a built functional or
-    ``Sequential`` model.
+    ``Sequential`` model; with ``tail_classes``, an ``ImbSAMModel``.
 
     Args:
         model: a ``keras.Model`` with defined ``inputs`` and ``outputs``
             (functional, or ``Sequential`` built with an ``Input``).
         rho, adaptive, eta: see ``SAMModel``.
+        tail_classes: None (SAM on the whole loss), or the tail classes (class
+            ids or a per-class boolean mask, e.g. ``tail_classes_below(counts,
+            100)``): ImbSAM, SAM on the tail classes' loss only.
     """
     graph = getattr(model, "_functional", None) or model  # Sequential keeps its graph here
     inputs = getattr(graph, "_inputs_struct", None)
@@ -556,5 +559,8 @@ def sam_model(model, rho=0.05, adaptive=False, eta=0.01):
             f"sam_model needs a functional or built Sequential model with defined inputs "
             f"and outputs; received {type(model).__name__} without them. Subclassed "
             f"models can instead subclass SAMModel's train_step.")
+    if tail_classes is not None:
+        return ImbSAMModel(inputs, outputs, rho=rho, adaptive=adaptive, eta=eta,
+                           tail_classes=tail_classes, name=f"imbsam_{model.name}")
     return SAMModel(inputs, outputs, rho=rho, adaptive=adaptive, eta=eta,
                     name=f"sam_{model.name}")

@@ -189,6 +189,19 @@ def test_sam_model_wraps_an_existing_model():
     np.testing.assert_array_equal(base.get_layer("dense").get_weights()[0], w)
 
 
+@pytest.mark.parametrize("tail_classes, sharp", [([0, 1], True), ([], False)])
+def test_sam_model_with_tail_classes_is_imbsam(tail_classes, sharp):
+    """Every class a tail class: the SAM step; none: the base optimizer's step."""
+    base = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="dense")])
+    base.get_layer("dense").set_weights([W0, B0])
+    model = km.sam.sam_model(base, rho=0.05, tail_classes=tail_classes)
+    assert isinstance(model, km.sam.ImbSAMModel) and model.rho == 0.05
+    _, w, b = one_step(model, lr=0.1)
+    _, expected_w, expected_b = numpy_sam_step(0.05 if sharp else 0.0, 0.1)
+    np.testing.assert_allclose(w, expected_w, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(b, expected_b, rtol=1e-5, atol=1e-6)
+
+
 def test_sam_model_rejects_a_model_without_a_graph():
     class Subclassed(keras.Model):
         def call(self, x):
