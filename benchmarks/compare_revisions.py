@@ -10,7 +10,8 @@ subprocess each) every loss is built from both packages with the constructor
 table of ``loss_zoo.py`` and compiled as in ``loss_overhead.py`` (forward +
 backward w.r.t. the logits, batch 512); each repeat times CE, the old loss and
 the new loss back to back, and the table reports the median over repeats of
-``time / time(CE)`` for both (and, on JAX, peak memory / CE). Interleaving in one
+``time / time(CE)`` for both (on JAX also peak memory / CE; on every backend
+the bytes moved / CE's, counted by ``traffic.py``). Interleaving in one
 process makes a before/after claim robust to the machine's load, which runs of
 ``loss_overhead.py`` at different times are not. A measurement, not a test.
 """
@@ -58,18 +59,18 @@ def worker(args):
     for num_classes in args.classes:
         counts = long_tail_counts(num_classes)
         scores, labels = _inputs(num_classes, args.batch_size, 0)
-        ce_run, ce_memory, _ = build(
+        ce_run, ce_memory, ce_traffic = build(
             keras.losses.SparseCategoricalCrossentropy(from_logits=True), scores, labels)
         ce_run()
         calls = max(1, int(args.min_time / max(timed(ce_run, 1), 1e-6)))
         for name in names:
-            runs, memory = {}, {}
+            runs, memory, traffic = {}, {}, {}
             for tag, table in tables.items():
                 if name not in table:
                     continue
                 make, extra = table[name]
                 s, y = _inputs(num_classes, args.batch_size, extra)
-                runs[tag], memory[tag], _ = build(make(counts), s, y)
+                runs[tag], memory[tag], traffic[tag] = build(make(counts), s, y)
                 runs[tag]()
             ratios = {tag: [] for tag in runs}
             for _ in range(args.repeats):
@@ -81,21 +82,25 @@ def worker(args):
                 row[tag] = median(ratios[tag])
                 if memory[tag] is not None and ce_memory:
                     row[f"{tag}_memory"] = memory[tag] / ce_memory
+                if traffic[tag] is not None and ce_traffic:
+                    row[f"{tag}_traffic"] = traffic[tag] / ce_traffic
             rows.append(row)
             print(f"[{backend}] {row}", file=sys.stderr, flush=True)
     write_worker_result(args, rows)
 
 
 def markdown(rows):
-    memory = any("after_memory" in r for r in rows)
     head = ["backend", "loss", "C", "before / CE", "after / CE"]
-    head += ["mem before / CE", "mem after / CE"] if memory else []
+    pairs = [("before", "after")]
+    for quantity, label in (("memory", "mem"), ("traffic", "traffic")):
+        if any(f"after_{quantity}" in r for r in rows):
+            head += [f"{label} before / CE", f"{label} after / CE"]
+            pairs.append((f"before_{quantity}", f"after_{quantity}"))
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["backend"], r["loss"], str(r["classes"])]
-        cells += [f"{r[t]:.2f}" if t in r else "-" for t in ("before", "after")]
-        if memory:
-            cells += [f"{r[t]:.2f}" if t in r else "-" for t in ("before_memory", "after_memory")]
+        for pair in pairs:
+            cells += [f"{r[t]:.2f}" if t in r else "-" for t in pair]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -159,7 +159,9 @@ def test_compare_revisions_times_two_checkouts_side_by_side(tmp_path):
     (row,) = json.loads(out.read_text())
     assert row["loss"] == "LMSCELoss" and row["classes"] == 10 and row["backend"] == BACKEND
     assert row["before"] > 0 and row["after"] > 0
-    assert "| LMSCELoss | 10 |" in proc.stdout
+    # the same code on both sides moves the same bytes
+    assert row["before_traffic"] == row["after_traffic"] > 0
+    assert "| LMSCELoss | 10 |" in proc.stdout and "traffic after / CE" in proc.stdout
 
 
 # ------------------------------------------------------------------------ traffic.py
