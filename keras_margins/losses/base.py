@@ -135,10 +135,12 @@ class Batch:
         """``(classes,)`` sums of the per-sample ``values`` (batch,) over each label's
         samples (0 for a class absent from the batch): O(batch), no (batch, classes)
         mask."""
-        # ops.scatter adds repeated indices (torch's segment_sum rounds float64 sums
-        # through float32)
+        # scatter_update(..., "add") adds repeated indices in one vectorised op on
+        # every backend (Keras' torch ``ops.scatter`` loops over the batch in Python;
+        # torch's segment_sum rounds float64 sums through float32)
         labels = km_ops.safe_labels(self.labels, self.num_classes)
-        return ops.scatter(ops.expand_dims(labels, -1), values, (self.num_classes,))
+        return ops.scatter_update(ops.zeros((self.num_classes,), dtype=ops.dtype(values)),
+                                  ops.expand_dims(labels, -1), values, reduction="add")
 
     def has(self, name):
         """Whether the per-class vector ``name`` was given."""
