@@ -239,7 +239,8 @@ def gather_target(scores, labels):
     the scores' other gradient terms (one pass over (batch, classes) fewer).
     """
     num_classes = scores.shape[-1]
-    index = ops.expand_dims(ops.cast(safe_labels(labels, num_classes), "int32"), -1)
+    clipped = ops.cast(safe_labels(labels, num_classes), "int32")
+    index = ops.expand_dims(clipped, -1)
     if not _compiled_gradients():
         return ops.take_along_axis(scores, index, axis=-1)[:, 0]
 
@@ -247,8 +248,8 @@ def gather_target(scores, labels):
     def gather(scores):
         def gradient(*args, upstream=None):
             upstream = _upstream(args, upstream)
-            columns = ops.arange(ops.shape(scores)[-1], dtype="int32")[None, :]
-            return (ops.where(index == columns, ops.expand_dims(upstream, -1),
+            return (ops.where(target_mask(clipped, ops.shape(scores)[-1]),
+                              ops.expand_dims(upstream, -1),
                               ops.zeros_like(scores)),)
         return ops.take_along_axis(scores, index, axis=-1)[:, 0], gradient
 
