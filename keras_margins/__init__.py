@@ -14,9 +14,9 @@ from keras_margins import callbacks, layers, losses, ops, priors, schedules, val
 __version__ = "0.1.0"
 
 _LAZY_MODULES = {"data", "metrics", "regularizers", "evaluation", "margins", "groups",
-                 "reporting", "sam", "decoupling"}
+                 "reporting", "sam", "class_conditional_sam", "decoupling"}
 
-__all__ = ["callbacks", "data", "decoupling", "evaluate_long_tailed", "evaluation", "groups",
+__all__ = ["callbacks", "class_conditional_sam", "data", "decoupling", "evaluate_long_tailed", "evaluation", "groups",
            "layers", "losses", "margins", "metrics", "ops", "priors", "regularizers", "reporting",
            "sam", "schedules", "validation", "__version__"]
 

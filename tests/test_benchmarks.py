@@ -245,3 +245,24 @@ def test_loss_overhead_summary_counts_losses_within_each_backends_target():
     assert lines[4] == "| torch (cuda:0) | time | 1.3x | 1/2; worst B 1.35 |"
     assert lines[5] == "| torch (cuda:0) | traffic | 1.3x | 1/2; worst A 2.00 |"
     assert len(lines) == 6
+
+
+def test_cc_sam_radius_measures_the_head_of_a_saved_model(tmp_path, datasets_dir):
+    """The perturbation's relative size is positive for every class of the batches
+    and scales linearly with kappa (identity of CC-SAM's radius rule)."""
+    import cc_sam_radius
+
+    inputs = keras.Input((32, 32, 3), name="images")
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(10, name="logits")(pooled))
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    small = cc_sam_radius.measure(path, str(datasets_dir), batches=2, radius=1e-6)
+    large = cc_sam_radius.measure(path, str(datasets_dir), batches=2, radius=3e-6)
+    assert small["classes"] and all(c["median"] > 0 for c in small["classes"])
+    assert [c["count"] for c in small["classes"]] == sorted(
+        (c["count"] for c in small["classes"]), reverse=True)
+    for a, b in zip(small["classes"], large["classes"]):
+        np.testing.assert_allclose(b["median"], 3 * a["median"], rtol=1e-9)
+    table = cc_sam_radius.table(small)
+    assert table.count("\n| ") == len(small["classes"]) + 1 and "kappa = 1e-06" in table
