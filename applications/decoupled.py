@@ -18,6 +18,10 @@ where the method samples class-balanced.
 * ``mislas`` — Zhong et al., CVPR 2021: stage 1 with mixup; stage 2 fine-tunes
   the head and every BatchNormalization layer ("shift learning") with
   label-aware smoothing, class-balanced batches.
+* ``cc-sam`` — Zhou et al., CVPR 2023: stage 1 with MixUp and CC-SAM's
+  class-conditional head perturbation; stage 2 trains the head alone on
+  class-conditional adversarial features (``CCSAMModel(perturb="features")``),
+  its flat ratio ramped from ``1 / epochs`` to 1, class-balanced batches.
 
 Stage 2 runs ``HYPERPARAMETERS["second-stage"]["epochs"]`` epochs (10, as in
 Kang et al.) of SGD with momentum 0.9 and a cosine-decayed rate: 0.1 for a
@@ -28,7 +32,7 @@ from applications.hyperparameters import hyperparameters
 
 __all__ = ["SECOND_STAGES", "second_stage"]
 
-SECOND_STAGES = ("crt", "tau-norm", "lws", "weight-balancing", "mislas")
+SECOND_STAGES = ("crt", "tau-norm", "lws", "weight-balancing", "mislas", "cc-sam")
 
 
 def _optimizer(learning_rate, steps, weight_decay=None):
@@ -66,7 +70,7 @@ def second_stage(run, verbose=0):
         tau = settings["tau"]
         model = decoupling.tau_normalize(model, tau=tau, drop_bias=True)
         return model, "logits", {"tau": tau, "drop_bias": True}
-    balanced = kind in ("crt", "lws", "mislas")
+    balanced = kind in ("crt", "lws", "mislas", "cc-sam")
     if run.data.pipeline == "device":
         raise ValueError(f"the {kind} second stage needs the tfdata or numpy pipeline "
                          f'(class-balanced batches), received pipeline="device".')
@@ -100,5 +104,26 @@ def second_stage(run, verbose=0):
             model, batches, epochs=epochs, loss=loss, reinitialize=False, seed=run.seed,
             train_batch_norm=True, optimizer=_optimizer(0.01, steps), verbose=verbose)
         return model, "logits", {**details, "lr": 0.01, "train_batch_norm": True}
+    if kind == "cc-sam":
+        return model, "logits", {**details, **_cc_sam_features(model, counts, batches, epochs,
+                                                               steps, ce, verbose)}
     raise ValueError(f"Unknown second stage {kind!r}; choose from {SECOND_STAGES}.")
+
+
+def _cc_sam_features(model, counts, batches, epochs, steps, loss, verbose):
+    """CC-SAM's second stage: the head alone (backbone frozen, BatchNorm in inference
+    mode) on class-conditional adversarial features, ``FlatRatioRamp(epochs)``."""
+    from keras_margins.class_conditional_sam import FlatRatioRamp, cc_sam_model
+
+    radius = hyperparameters("cc-sam")["feature_radius"]
+    wrapped = cc_sam_model(model, counts, perturb="features", radius=radius, flat_ratio=0.0)
+    trainable = wrapped.backbone.trainable
+    wrapped.backbone.trainable = False
+    try:
+        wrapped.compile(optimizer=_optimizer(0.01, steps), loss=loss)
+        wrapped.fit(batches, epochs=epochs, callbacks=[FlatRatioRamp(epochs)],
+                    verbose=verbose)
+    finally:
+        wrapped.backbone.trainable = trainable
+    return {"lr": 0.01, "feature_radius": radius, "flat_ratio": "ramp 1/epochs -> 1"}
 

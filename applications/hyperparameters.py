@@ -58,6 +58,11 @@ HYPERPARAMETERS = {
     "weight-balancing": {"weight_decay": 5e-3, "max_norm": 1.0},
     # Zhong et al., CVPR 2021 (MiSLAS): MixUp alpha of stage 1.
     "mislas": {"mixup_alpha": 1.0},
+    # Zhou et al., CVPR 2023 (CC-SAM): the authors' released CIFAR configuration
+    # (stage 1: weight radius kappa, flat ratio beta, MixUp alpha; stage 2: feature
+    # radius lambda, beta ramped to 1).
+    "cc-sam": {"weight_radius": 1e-6, "flat_ratio": 0.3, "mixup_alpha": 1.0,
+               "feature_radius": 1.0},
     # Face-recognition settings: NormFace, CosFace, ArcFace (and its combined
     # margin), SphereFace.
     "normface-face": {"scale": 16.0},

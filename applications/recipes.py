@@ -144,7 +144,9 @@ class Recipe:
     with sharpness-aware minimisation of that radius (``keras_margins.sam``);
     ``second_stage`` re-balances the classifier after training
     (``applications.decoupled``); ``weight_decay`` replaces the protocol's 2e-4
-    and ``mixup_alpha`` mixes the training batches (MixUp, soft labels).
+    and ``mixup_alpha`` mixes the training batches (MixUp, soft labels);
+    ``cc_sam`` trains with CC-SAM's class-conditional head perturbation
+    (``keras_margins.class_conditional_sam``).
     """
     name: str
     description: str
@@ -160,6 +162,7 @@ class Recipe:
     second_stage: str = None
     weight_decay: float = None
     mixup_alpha: float = None
+    cc_sam: bool = False
 
     def build_loss(self, class_counts, overrides=None):
         kwargs = {**self.defaults, **(overrides or {})}
@@ -418,6 +421,12 @@ def _build():
                "BatchNorm with label-aware smoothing, class-balanced batches",
                "Zhong et al., CVPR 2021 (MiSLAS)", "dense", _soft_ce, second_stage="mislas",
                mixup_alpha=H["mislas"]["mixup_alpha"]),
+        Recipe("cc-sam", f"CE with MixUp (alpha {H['cc-sam']['mixup_alpha']:g}) and CC-SAM's "
+               f"class-conditional head perturbation (kappa {H['cc-sam']['weight_radius']:g}, "
+               f"beta {H['cc-sam']['flat_ratio']:g}), then the head on class-conditional "
+               f"adversarial features (lambda {H['cc-sam']['feature_radius']:g}), "
+               "class-balanced batches", "Zhou et al., CVPR 2023 (CC-SAM)", "dense", _soft_ce,
+               second_stage="cc-sam", mixup_alpha=H["cc-sam"]["mixup_alpha"], cc_sam=True),
         Recipe("ib-focal", f"CE, then IB-Focal (alpha {H['influence-balanced']['alpha']:g}, "
                f"gamma {H['focal']['gamma']:g}) from epoch {P.ib_epoch}/{P.epochs}",
                "Park et al., ICCV 2021", "dense_l1", _ib_focal, stage="ib"),

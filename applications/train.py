@@ -269,6 +269,7 @@ class Run:
     callbacks: list
     config: dict
     logits_layer: str = "logits"
+    network: object = None   # the functional network when ``model`` wraps its layers
 
 
 def build_run(args, recipe_name, seed):
@@ -277,6 +278,7 @@ def build_run(args, recipe_name, seed):
     import keras
     import numpy as np
 
+    from applications.hyperparameters import hyperparameters
     from applications.optimizers import CoupledSGD
     from applications.recipes import LogitsAccuracy, MixedLabelAccuracy, get_recipe
     from keras_margins.schedules import WarmupStepDecay
@@ -303,6 +305,13 @@ def build_run(args, recipe_name, seed):
     if sam_rho:
         from keras_margins.sam import sam_model
         model = sam_model(model, rho=sam_rho)
+    network = None
+    if recipe.cc_sam:
+        from keras_margins.class_conditional_sam import cc_sam_model
+        settings = hyperparameters("cc-sam")
+        network, model = model, cc_sam_model(model, counts, perturb="weights",
+                                             radius=settings["weight_radius"],
+                                             flat_ratio=settings["flat_ratio"])
     train_data = data.train_batches(args.max_steps)
     steps_per_epoch = data.steps(train_data)
     schedule_kwargs = resolve_schedule(recipe, args.epochs)
@@ -338,6 +347,7 @@ def build_run(args, recipe_name, seed):
         "weight_decay_form": "coupled L2 as torch.optim.SGD (CoupledSGD)",
         "schedule": schedule_kwargs,
         "sam_rho": sam_rho or None, "mixup_alpha": recipe.mixup_alpha,
+        "cc_sam": hyperparameters("cc-sam") if recipe.cc_sam else None,
         "second_stage": recipe.second_stage,
         "stage": recipe.stage, "stage_epoch": recipe.stage_epoch(args.epochs, args.smoke),
         "zero_centroid_weight": args.zero_centroid_weight if recipe.zero_centroid else None,
@@ -351,7 +361,8 @@ def build_run(args, recipe_name, seed):
     return Run(args=args, recipe=recipe, seed=seed, data=data, folder=folder, model=model,
                model_name=model_name, train_data=train_data, schedule_kwargs=schedule_kwargs,
                callbacks=stage_callbacks, config=config,
-               logits_layer="dense_logits" if recipe.head == "dense_l1" else "logits")
+               logits_layer="dense_logits" if recipe.head == "dense_l1" else "logits",
+               network=network)
 
 
 def fit_run(run):
@@ -379,6 +390,8 @@ def fit_run(run):
                                 validation_data=validation, callbacks=callbacks,
                                 verbose=verbose, shuffle=False)
     train_seconds = time.perf_counter() - start
+    if run.network is not None:
+        run.model = run.network   # trained through the wrapper (shared layers)
     history = {k: [float(v) for v in values] for k, values in history.history.items()}
     (run.folder / "history.json").write_text(json.dumps(history, indent=2))
     return history, train_seconds

@@ -182,7 +182,8 @@ def test_every_recipe_builds_its_loss_and_head():
               "elm-drw-lam0.1", "mm-drw", "mm-ldam-drw", "kps", "kps-ga", "kps-drw", "lmsce",
               "lm-softmax", "lm-softmax-zc", "cosface", "cosface-zc", "arcface", "arcface-zc",
               "normface", "normface-zc", "ce-rsm", "ib-focal", "ldam-drw-sam", "kps-ga-sam",
-              "vs", "lade", "crt", "tau-norm", "lws", "weight-balancing", "mislas"}
+              "vs", "lade", "crt", "tau-norm", "lws", "weight-balancing", "mislas",
+              "cc-sam"}
     assert wanted <= set(RECIPES)
     logits = np.random.RandomState(0).uniform(-0.9, 0.9, (4, 10)).astype("float32")
     labels = np.array([0, 3, 8, 9])

@@ -1,5 +1,5 @@
 """applications: the SAM, VS, LADE and two-stage recipes (cRT, tau-norm, LWS,
-weight balancing, MiSLAS) on the offline digits-lt data, a few steps each."""
+weight balancing, MiSLAS, CC-SAM) on the offline digits-lt data, a few steps each."""
 
 import json
 import pathlib
@@ -22,7 +22,7 @@ from keras_margins.layers import CosineDense  # noqa: E402
 from keras_margins.sam import SAMModel  # noqa: E402
 
 NEW = ("ldam-drw-sam", "kps-ga-sam", "vs", "lade", "crt", "tau-norm", "lws",
-       "weight-balancing", "mislas")
+       "weight-balancing", "mislas", "cc-sam")
 
 
 def _train(tmp_path, recipes, *extra):
@@ -52,6 +52,9 @@ def test_the_new_recipes_exist_with_their_settings():
     assert get_recipe("weight-balancing").weight_decay == \
         HYPERPARAMETERS["weight-balancing"]["weight_decay"]
     assert get_recipe("mislas").mixup_alpha == HYPERPARAMETERS["mislas"]["mixup_alpha"]
+    cc_sam = get_recipe("cc-sam")
+    assert cc_sam.cc_sam and cc_sam.second_stage == "cc-sam" and cc_sam.head == "dense"
+    assert cc_sam.mixup_alpha == HYPERPARAMETERS["cc-sam"]["mixup_alpha"]
 
 
 def test_mixed_label_crossentropy_and_accuracy():
@@ -81,8 +84,10 @@ def runs(tmp_path_factory):
     """One in-process CLI call for most recipes (a few steps each), then cRT on the
     ce run's model (--stage1-from)."""
     root = tmp_path_factory.mktemp("runs")
-    _train(root, ["ce", "ldam-drw-sam", "tau-norm", "lws", "weight-balancing", "mislas"])
+    _train(root, ["ce", "ldam-drw-sam", "tau-norm", "lws", "weight-balancing", "mislas",
+                  "cc-sam"])
     _train(root, ["crt"], "--stage1-from", str(_folder(root, "ce")))
+    _train(root / "from-ce", ["cc-sam"], "--stage1-from", str(_folder(root, "ce")))
     return root
 
 
@@ -152,3 +157,26 @@ def test_tau_norm_lws_weight_balancing_and_mislas(runs):
     assert mislas["mixup_alpha"] == HYPERPARAMETERS["mislas"]["mixup_alpha"]
     assert mislas["second_stage_details"]["train_batch_norm"] is True
     assert mislas["loss"]["class_name"] == "MixedLabelCrossentropy"
+
+
+def test_cc_sam_trains_through_its_wrapper_then_the_head_alone(runs):
+    """Stage 1 trains the network's layers through CCSAMModel (the saved model is
+    the plain network); stage 2 changes the head only (from a ce run's model)."""
+    folder = _folder(runs, "cc-sam")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["cc_sam"] == HYPERPARAMETERS["cc-sam"]
+    assert config["mixup_alpha"] == HYPERPARAMETERS["cc-sam"]["mixup_alpha"]
+    details = config["second_stage_details"]
+    assert details["sampler"] == "class_balanced"
+    assert details["feature_radius"] == HYPERPARAMETERS["cc-sam"]["feature_radius"]
+    model = keras.saving.load_model(folder / "model.keras", compile=False)
+    assert isinstance(model.get_layer("logits"), keras.layers.Dense)
+    assert 0.0 <= json.loads((folder / "report.json").read_text())["top1"] <= 1.0
+    ce = keras.saving.load_model(_folder(runs, "ce") / "model.keras", compile=False)
+    second = keras.saving.load_model(_folder(runs / "from-ce", "cc-sam") / "model.keras",
+                                     compile=False)
+    before, after = _weights(ce, ()), _weights(second, ())
+    assert before.keys() == after.keys()
+    for name in before:
+        same = all(np.array_equal(a, b) for a, b in zip(before[name], after[name]))
+        assert same == (name != "logits"), name
