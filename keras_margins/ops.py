@@ -291,8 +291,12 @@ def max_non_target(scores, labels, mask=None):
     if mask is None:
         mask = target_mask(labels, num_classes)
     dtype = ops.dtype(scores)
-    masked = ops.where(mask, ops.convert_to_tensor(_lowest(dtype), dtype=dtype), scores)
-    values = ops.max(masked, axis=-1)
+    lowest = ops.convert_to_tensor(_lowest(dtype), dtype=dtype)
+    masked = ops.where(mask, lowest, scores)
+    if _compiled_gradients():
+        values = _masked_max(scores, mask, lowest)
+    else:
+        values = ops.max(masked, axis=-1)
     if num_classes is None:
         num_classes = ops.shape(scores)[-1]
     columns = ops.arange(num_classes, dtype="int32")[None, :]
@@ -300,6 +304,27 @@ def max_non_target(scores, labels, mask=None):
                      ops.cast(num_classes, "int32"))
     indices = ops.minimum(ops.min(hits, axis=-1), num_classes - 1)  # NaN rows: last
     return values, ops.cast(indices, "int32")
+
+
+def _masked_max(scores, mask, lowest):
+    """``max_j where(mask, lowest, scores)_j`` with a written-out gradient: the
+    upstream split among the tied maxima (as ``max``'s), recomputed from the
+    scores in the backward pass, so that the masked copy of the scores is not
+    kept for it."""
+
+    @ops.custom_gradient
+    def masked_max(scores):
+        values = ops.max(ops.where(mask, lowest, scores), axis=-1)
+
+        def gradient(*args, upstream=None):
+            upstream = _upstream(args, upstream)
+            hits = ops.logical_and(ops.logical_not(mask),
+                                   scores == ops.expand_dims(values, -1))
+            share = upstream / ops.maximum(ops.sum(ops.cast(hits, scores.dtype), axis=-1), 1)
+            return (ops.where(hits, ops.expand_dims(share, -1), ops.zeros_like(scores)),)
+        return values, gradient
+
+    return masked_max(scores)
 
 
 def margin_softmax_cross_entropy(labels, scores, target_scores=None, scale=1.0,

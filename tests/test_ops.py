@@ -294,6 +294,25 @@ def test_gather_target_gradient_is_the_label_mask():
     np.testing.assert_array_equal(grad, 3.0 * (np.arange(6)[None, :] == labels[:, None]))
 
 
+def test_non_target_max_gradient_splits_among_ties_and_skips_the_target():
+    """The written-out gradient of ``max_{j != y}``: the upstream split equally
+    among the tied non-target maxima, zero at the target even when it is larger."""
+    scores = np.array([[1.0, 3.0, 3.0, 3.0], [3.0, 3.0, 0.0, 3.0], [9.0, 2.0, 5.0, 1.0],
+                       [0.5, -1.0, 4.0, 0.25]], "float32")
+    labels = np.array([1, 0, 0, 3], "int32")
+    weights = np.array([1.0, 2.0, -3.0, 0.5], "float32")
+    value, grad = _compiled_value_and_grad(
+        lambda z: ops.sum(ops.convert_to_tensor(weights) * km_ops.max_non_target(
+            z, ops.convert_to_tensor(labels))[0]), scores)
+    want = np.zeros_like(scores)
+    want[0, [2, 3]] = 1.0 / 2
+    want[1, [1, 3]] = 2.0 / 2
+    want[2, 2] = -3.0
+    want[3, 2] = 0.5
+    np.testing.assert_allclose(value, np.dot(weights, [3.0, 3.0, 5.0, 4.0]), rtol=1e-6)
+    np.testing.assert_allclose(grad, want, rtol=1e-6)
+
+
 import keras  # noqa: E402
 
 if keras.backend.backend() == "jax":
