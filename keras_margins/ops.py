@@ -328,7 +328,8 @@ def _masked_max(scores, mask, lowest):
 
 
 def margin_softmax_cross_entropy(labels, scores, target_scores=None, scale=1.0,
-                                 exclude_target=False, mask=None, non_target_max=None):
+                                 exclude_target=False, mask=None, non_target_max=None,
+                                 target_shift=None):
     """Per-sample cross-entropy over margin-adjusted, scaled scores.
 
     ``l_i = logsumexp_j(a_ij) - s_i t_i`` with ``a_ij = s_i z_ij`` and the
@@ -360,6 +361,11 @@ def margin_softmax_cross_entropy(labels, scores, target_scores=None, scale=1.0,
             caller already has (ELM, MM): the log-sum-exp is then shifted by
             ``s * max(t, non_target_max)`` instead of taking its own max, one
             (batch, classes) reduction fewer. Needs ``scale > 0``.
+        target_shift: instead of ``target_scores``, an additive margin without
+            gradient: ``t_i = z_iy + shift_i`` (a (batch,) tensor or a python
+            float). On PyTorch the scores are then shifted at the target column
+            (``z + where(mask, shift, 0)``), whose gradient is the identity:
+            no gradient through a replaced column, no scatter of the target's.
 
     Returns:
         (batch,) per-sample losses.
@@ -367,6 +373,16 @@ def margin_softmax_cross_entropy(labels, scores, target_scores=None, scale=1.0,
     if mask is None:
         mask = target_mask(labels, scores.shape[-1])
     dtype = ops.dtype(scores)
+    if target_shift is not None:
+        if target_scores is not None:
+            raise ValueError("Pass `target_scores` or `target_shift`, not both.")
+        target_shift = ops.stop_gradient(ops.cast(target_shift, dtype))
+        if not _compiled_gradients() and not exclude_target:
+            column = (ops.expand_dims(target_shift, -1) if len(target_shift.shape)
+                      else target_shift)
+            scores = scores + ops.where(mask, column, ops.zeros_like(scores[:1]))
+        else:
+            target_scores = gather_target(scores, labels) + target_shift
     per_sample = not isinstance(scale, (int, float))
     if per_sample:
         scale = ops.stop_gradient(ops.cast(scale, dtype))

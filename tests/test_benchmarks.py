@@ -213,6 +213,8 @@ def test_loss_traffic_is_reported_and_the_core_moves_at_most_cross_entropy_bytes
     assert ce_bytes >= 2 * one_pass and ldam_bytes >= 2 * one_pass  # read + write at least
     if BACKEND != "torch":
         assert ldam_bytes <= 1.1 * ce_bytes
+    else:  # a margin moves the scores once more (the shift, the scale): not a replaced column
+        assert ldam_bytes <= 2.2 * ce_bytes
 
 
 if BACKEND == "torch":

@@ -262,6 +262,36 @@ def test_margin_cross_entropy_gradient_matches_numpy(exclude, per_sample_scale, 
     np.testing.assert_allclose(grad, want_grad, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("exclude", [False, True])
+@pytest.mark.parametrize("shift_kind", ["per_sample", "scalar"])
+def test_target_shift_is_an_additive_margin_without_gradient(exclude, shift_kind):
+    """``target_shift``: ``t = z_y + shift``, the shift a constant (value and
+    gradient of the softmax formula with slope 1), on every backend's path."""
+    scores, labels = _scores(9, 21, spread=2.0)
+    shifts = (np.random.default_rng(2).uniform(-0.8, 0.3, 17) if shift_kind == "per_sample"
+              else None)
+    offset = shifts if shifts is not None else -0.35
+    want_value, want_grad = _numpy_margin_cross_entropy(
+        scores, labels, np.full(17, 6.0), exclude, 1.0, offset)
+
+    def function(z):
+        # A shift whose value does not depend on z but whose gradient would.
+        total = ops.sum(z)
+        shift = (ops.convert_to_tensor(shifts.astype("float32"))
+                 * (1.0 + total - ops.stop_gradient(total)) if shifts is not None else -0.35)
+        return ops.sum(km_ops.margin_softmax_cross_entropy(
+            ops.convert_to_tensor(labels), z, target_shift=shift, scale=6.0,
+            exclude_target=exclude))
+
+    value, grad = _compiled_value_and_grad(function, scores)
+    np.testing.assert_allclose(value, want_value, rtol=1e-5)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="not both"):
+        km_ops.margin_softmax_cross_entropy(
+            ops.convert_to_tensor(labels), ops.convert_to_tensor(scores),
+            target_scores=ops.convert_to_tensor(scores[:, 0]), target_shift=-0.1)
+
+
 @pytest.mark.parametrize("gamma", [0.0, 0.5, 1.0, 2.0])
 def test_sigmoid_focal_sum_matches_numpy_in_value_and_gradient(gamma):
     """``sum_j sigmoid(-u)^gamma softplus(-u)`` against float64 NumPy: values, and

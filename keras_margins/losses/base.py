@@ -176,7 +176,8 @@ class Batch:
             return km_ops.max_non_target(scores, self.labels, self.mask)
         return self._cached(("non_target", bool(stop_gradient)), build)
 
-    def cross_entropy(self, target=None, scale=1.0, exclude_target=False, scores=None):
+    def cross_entropy(self, target=None, scale=1.0, exclude_target=False, scores=None,
+                      target_shift=None):
         """The core op with the loss's hooks: per-sample ``logsumexp(s z) - s t``.
 
         Args:
@@ -185,8 +186,12 @@ class Batch:
             exclude_target: drop the target from the denominator.
             scores: transformed (batch, classes) scores (e.g. KPS radii,
                 logit-adjustment offsets); default the batch's scores.
+            target_shift: instead of ``target``, a constant additive margin:
+                ``t = scores_y + shift`` (cheaper on PyTorch; see the core op).
         """
         shift = None
+        if target is not None and scores is None and target is self._cache.get("target"):
+            target = None  # the batch's own target scores: nothing to replace
         if scores is None:
             scores = self.scores
             for key in (("non_target", True), ("non_target", False)):
@@ -194,7 +199,8 @@ class Batch:
                     shift = self._cache[key][0]  # the core stops its gradient
         return km_ops.margin_softmax_cross_entropy(
             self.labels, scores, target_scores=target, scale=scale,
-            exclude_target=exclude_target, mask=self.mask, non_target_max=shift)
+            exclude_target=exclude_target, mask=self.mask, non_target_max=shift,
+            target_shift=target_shift)
 
 
 def counts_or_vector(name, vector, class_counts, derive):

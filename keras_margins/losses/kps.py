@@ -17,9 +17,9 @@ __all__ = ["KPSLoss", "kps_loss"]
 def _kps_rule(batch, scale, gradient_adjustment):
     """Hooks: scores ``r_j c_j``, target ``r_y c_y - m_y``, row scale ``s`` or ``s_y``."""
     scaled = batch.scores * batch.vector("radii")[None, :]
-    target = batch.gather(scaled) - batch.lookup("margins")
     row_scale = batch.lookup("scales") if gradient_adjustment else scale
-    return batch.cross_entropy(target=target, scale=row_scale, scores=scaled)
+    return batch.cross_entropy(target_shift=-batch.lookup("margins"), scale=row_scale,
+                               scores=scaled)
 
 
 def _validate_flag(value, name):

@@ -17,7 +17,7 @@ __all__ = ["LDAMLoss", "ELMLoss", "ldam_loss", "elm_loss"]
 
 def _ldam_rule(batch, scale):
     """Hooks: target ``c_y - m_y``, row scale ``s``."""
-    return batch.cross_entropy(target=batch.target - batch.lookup("margins"), scale=scale)
+    return batch.cross_entropy(target_shift=-batch.lookup("margins"), scale=scale)
 
 
 def _elm_rule(batch, scale, lam, target_margin):
@@ -26,7 +26,7 @@ def _elm_rule(batch, scale, lam, target_margin):
     shift = -lam * ops.take(batch.vector("margins"), hardest)
     if target_margin:
         shift = shift + batch.lookup("margins")
-    return batch.cross_entropy(target=batch.target - shift, scale=scale)
+    return batch.cross_entropy(target_shift=-shift, scale=scale)
 
 
 def _margins(margins, class_counts, max_margin):

@@ -32,9 +32,9 @@ def _sample_margins(batch, delta_neg, beta):
 
 def _max_margin_rule(batch, delta_neg, beta, scale):
     """Hooks: target ``c_y - Delta`` (per-sample margin), row scale ``s``."""
-    target = batch.target - _sample_margins(batch, delta_neg, beta)
+    margin = _sample_margins(batch, delta_neg, beta)
     # One non-target max serves the margin and the log-sum-exp's shift.
-    return batch.cross_entropy(target=target, scale=scale)
+    return batch.cross_entropy(target_shift=-margin, scale=scale)
 
 
 def _mm_per_class(class_counts, ldam_max_margin):

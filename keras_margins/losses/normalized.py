@@ -88,6 +88,8 @@ def margin_target(cosines, m1, m2, m3, past_pi="monotone"):
 
 def _combined_rule(batch, m1, m2, m3, scale, past_pi):
     """Hooks: target ``psi(m1 theta_y + m2) - m3``, row scale ``s``."""
+    if m1 == 1.0 and m2 == 0.0:  # NormFace, CosFace: a constant margin (or none)
+        return batch.cross_entropy(target_shift=-m3 if m3 else None, scale=scale)
     return batch.cross_entropy(target=margin_target(batch.target, m1, m2, m3, past_pi),
                                scale=scale)
 
