@@ -171,6 +171,9 @@ class CCSAMModel(keras.Model):
         radius = _validate_number(radius, "radius")
         flat_ratio = _validate_number(flat_ratio, "flat_ratio", upper=1.0)
         head = _validate_head(head)
+        if len(counts) != head.units:
+            raise ValueError(f"`class_counts` has {len(counts)} classes but the head "
+                             f"{head.name!r} has {head.units} units.")
         super().__init__(**kwargs)
         self.backbone = backbone
         self.head = head

@@ -238,6 +238,8 @@ def test_bad_input():
         CCSAMModel(backbone, keras.layers.Dense(3, activation="softmax"), COUNTS)
     with pytest.raises(ValueError, match="class_counts"):
         CCSAMModel(backbone, head, [5, 0, 3])
+    with pytest.raises(ValueError, match="has 4 classes but the head"):
+        CCSAMModel(backbone, head, [5, 4, 3, 2])
     # Features of rank 3 at the head.
     deep = keras.Sequential([keras.Input((2, 3)), keras.layers.Dense(4)])
     model = CCSAMModel(deep, keras.layers.Dense(3), COUNTS, radius=0.3)
