@@ -114,16 +114,14 @@ def _cc_sam_features(model, counts, batches, epochs, steps, loss, verbose):
     """CC-SAM's second stage: the head alone (backbone frozen, BatchNorm in inference
     mode) on class-conditional adversarial features, ``FlatRatioRamp(epochs)``."""
     from keras_margins.class_conditional_sam import FlatRatioRamp, cc_sam_model
+    from keras_margins.decoupling import _Frozen
 
     radius = hyperparameters("cc-sam")["feature_radius"]
     wrapped = cc_sam_model(model, counts, perturb="features", radius=radius, flat_ratio=0.0)
-    trainable = wrapped.backbone.trainable
-    wrapped.backbone.trainable = False
-    try:
+    # Every layer but the head frozen (the wrapper shares them); flags restored after.
+    with _Frozen(model, [wrapped.head]):
         wrapped.compile(optimizer=_optimizer(0.01, steps), loss=loss)
         wrapped.fit(batches, epochs=epochs, callbacks=[FlatRatioRamp(epochs)],
                     verbose=verbose)
-    finally:
-        wrapped.backbone.trainable = trainable
     return {"lr": 0.01, "feature_radius": radius, "flat_ratio": "ramp 1/epochs -> 1"}
 

@@ -27,7 +27,7 @@ def measure(model_path, data_dir, batches, radius):
 
     import applications.models  # noqa: F401  (registers the ResNet blocks)
     from applications.data import load_dataset
-    from keras_margins.class_conditional_sam import weight_radius_scales
+    from keras_margins.priors import cc_sam_weight_radii
     from keras_margins.decoupling import find_head
 
     model = keras.models.load_model(model_path, compile=False)
@@ -36,7 +36,7 @@ def measure(model_path, data_dir, batches, radius):
     data = load_dataset("cifar10-lt", data_dir, pipeline="numpy", batch_size=128)
     kernel, bias = (w.astype("float64") for w in head.get_weights())
     counts = [int(n) for n in data.class_counts]
-    scales = weight_radius_scales(counts, kernel.size + bias.size, radius)
+    scales = cc_sam_weight_radii(counts, kernel.size + bias.size, radius)
     eye = np.eye(len(counts))
     ratios = {c: [] for c in range(len(counts))}
     for step, (x, y) in enumerate(data.train_batches(None)):

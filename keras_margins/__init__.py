@@ -16,9 +16,9 @@ __version__ = "0.1.0"
 _LAZY_MODULES = {"data", "metrics", "regularizers", "evaluation", "margins", "groups",
                  "reporting", "sam", "class_conditional_sam", "decoupling"}
 
-__all__ = ["callbacks", "class_conditional_sam", "data", "decoupling", "evaluate_long_tailed", "evaluation", "groups",
-           "layers", "losses", "margins", "metrics", "ops", "priors", "regularizers", "reporting",
-           "sam", "schedules", "validation", "__version__"]
+__all__ = ["callbacks", "class_conditional_sam", "data", "decoupling", "evaluate_long_tailed",
+           "evaluation", "groups", "layers", "losses", "margins", "metrics", "ops", "priors",
+           "regularizers", "reporting", "sam", "schedules", "validation", "__version__"]
 
 
 def __getattr__(name):

@@ -44,17 +44,17 @@ Reference: Zhou, Li, Zhao, Heng, Gong, "Class-Conditional Sharpness-Aware
 Minimization for Deep Long-Tailed Recognition", CVPR 2023.
 """
 
-import numbers
-
 import keras
 import numpy as np
 
-from keras_margins.sam import _sparse_labels
-from keras_margins.validation import validate_class_counts
+from keras_margins import ops as km_ops
+from keras_margins.priors import cc_sam_feature_weights, cc_sam_weight_radii
+from keras_margins.validation import validate_class_counts, validate_non_negative
 
 __all__ = ["CCSAMModel", "FlatRatioRamp", "cc_sam_model"]
 
 PERTURBATIONS = ("weights", "features")
+BACKENDS = ("tensorflow", "jax", "torch")
 # The authors' CIFAR configuration: weight radius scale, feature radius.
 DEFAULT_RADIUS = {"weights": 1e-6, "features": 1.0}
 # Added to gradient norms so that a zero gradient gives a finite perturbation.
@@ -65,14 +65,6 @@ def _validate_perturb(perturb):
     if perturb not in PERTURBATIONS:
         raise ValueError(f"`perturb` must be one of {PERTURBATIONS}, received {perturb!r}.")
     return perturb
-
-
-def _validate_number(value, name, upper=None):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0 \
-            or value == float("inf") or upper is not None and value > upper:
-        bound = f"in [0, {upper:g}]" if upper is not None else "a finite number >= 0"
-        raise ValueError(f"`{name}` must be {bound}, received {value!r}.")
-    return float(value)
 
 
 def _validate_head(head):
@@ -86,20 +78,9 @@ def _validate_head(head):
     return head
 
 
-def weight_radius_scales(class_counts, num_parameters, radius):
-    """``kappa * P^(1/4) / (sqrt(2) (n_c - 1)^(1/4))`` per class (float64)."""
-    counts = np.asarray(class_counts, np.float64)
-    return radius * num_parameters ** 0.25 / (np.sqrt(2.0) * (counts - 1.0) ** 0.25)
-
-
-def feature_class_weights(class_counts):
-    """CC-SAM's second-stage class weights ``log(n_max / n_c + 0.01) / 2`` (float64)."""
-    counts = np.asarray(class_counts, np.float64)
-    return np.log(counts.max() / counts + 0.01) / 2.0
-
-
 def _loss_gradient(per_sample_loss, y, logits):
-    """``d sum_i loss_i / d logits`` (one backward pass on the logits alone)."""
+    """``d sum_i loss_i / d logits`` (one backward pass on the logits alone), on one
+    of ``BACKENDS`` (checked when the model is built)."""
     backend = keras.backend.backend()
     if backend == "jax":
         import jax
@@ -110,13 +91,11 @@ def _loss_gradient(per_sample_loss, y, logits):
             tape.watch(logits)
             total = tf.reduce_sum(per_sample_loss(y, logits))
         return tape.gradient(total, logits)
-    if backend == "torch":
-        import torch
-        leaf = logits.detach().requires_grad_(True)
-        with torch.enable_grad():
-            total = torch.sum(per_sample_loss(y, leaf))
-        return torch.autograd.grad(total, leaf)[0]
-    raise NotImplementedError(f"CCSAMModel does not support the {backend!r} backend.")
+    import torch
+    leaf = logits.detach().requires_grad_(True)
+    with torch.enable_grad():
+        total = torch.sum(per_sample_loss(y, leaf))
+    return torch.autograd.grad(total, leaf)[0]
 
 
 @keras.saving.register_keras_serializable(package="keras_margins")
@@ -160,16 +139,17 @@ class CCSAMModel(keras.Model):
 
     def __init__(self, backbone, head, class_counts, perturb="weights", radius=None,
                  flat_ratio=0.3, **kwargs):
+        backend = keras.backend.backend()
+        if backend not in BACKENDS:
+            raise ValueError(f"CCSAMModel trains on the {', '.join(BACKENDS)} backends; the "
+                             f"current Keras backend is {backend!r}.")
         perturb = _validate_perturb(perturb)
         counts = validate_class_counts(class_counts)
-        if perturb == "weights" and np.any(counts < 2):
-            bad = int(np.flatnonzero(counts < 2)[0])
-            raise ValueError(f"perturb='weights' needs at least 2 training samples per class "
-                             f"(its radius has (n_c - 1)^(-1/4)), received {counts[bad]:g} "
-                             f"for class {bad}.")
+        if perturb == "weights":
+            cc_sam_weight_radii(counts, 1)  # ValueError for a class with fewer than 2
         radius = DEFAULT_RADIUS[perturb] if radius is None else radius
-        radius = _validate_number(radius, "radius")
-        flat_ratio = _validate_number(flat_ratio, "flat_ratio", upper=1.0)
+        radius = validate_non_negative(radius, "radius")
+        flat_ratio = validate_non_negative(flat_ratio, "flat_ratio", upper=1.0)
         head = _validate_head(head)
         if len(counts) != head.units:
             raise ValueError(f"`class_counts` has {len(counts)} classes but the head "
@@ -211,6 +191,8 @@ class CCSAMModel(keras.Model):
                 flat_weight, keras.ops.reshape(keras.ops.cast(sample_weight, "float32"), (-1,)))
         elif flat_weight is None:
             flat_weight = sample_weight
+        # L(z) again (inside ``loss`` with the regularisation terms): the same
+        # expression, merged by XLA; on eager PyTorch one extra (batch, classes) CE.
         data = self._compile_loss(y, y_pred, sample_weight)
         dtype = keras.backend.standardize_dtype(y_pred.dtype)
         flat = self._compile_loss(y, keras.ops.cast(flat_logits, dtype), flat_weight)
@@ -234,11 +216,10 @@ class CCSAMModel(keras.Model):
         if len(features.shape) != 2:
             raise ValueError(f"CCSAMModel needs features of shape (batch, dim) at the head; "
                              f"received shape {features.shape}.")
-        num_classes = int(self.head.units)
-        labels = _sparse_labels(y)
-        onehot = ops.one_hot(labels, num_classes, dtype="float32")
-        same = ops.matmul(onehot, ops.transpose(onehot))                    # (B, B)
-        in_batch = ops.take(ops.sum(onehot, axis=0), labels)                 # n_c in the batch
+        labels = km_ops.sparse_labels(y, int(self.head.units))  # soft labels: largest entry
+        same = ops.cast(ops.expand_dims(labels, -1) == ops.expand_dims(labels, 0),
+                        "float32")                                            # (B, B) same class
+        in_batch = ops.sum(same, axis=1)                                     # n_c in the batch
         z = ops.cast(logits, "float32")
         d = ops.stop_gradient(_loss_gradient(self._per_sample_loss(), ops.convert_to_tensor(y),
                                              ops.stop_gradient(z)))
@@ -247,8 +228,8 @@ class CCSAMModel(keras.Model):
         if self.perturb == "features":
             u = ops.matmul(d, ops.transpose(ops.stop_gradient(kernel)))    # dloss_i/df_i
             norm = ops.sqrt(ops.matmul(same, ops.sum(ops.square(u), axis=1)))
-            weights = ops.take(ops.convert_to_tensor(
-                feature_class_weights(self.class_counts).astype("float32")), labels)
+            weights = km_ops.take_per_class(ops.convert_to_tensor(
+                cc_sam_feature_weights(self.class_counts), "float32"), labels)
             shift = ops.expand_dims(self.radius * weights / (norm + _NORM_EPSILON), -1) * u
             return z + ops.matmul(shift, kernel), weights
         d = d / ops.expand_dims(in_batch, -1)                                # class means
@@ -259,8 +240,8 @@ class CCSAMModel(keras.Model):
         num_parameters = int(np.prod(self.head.kernel.shape))
         bias = self.head.bias
         num_parameters += 0 if bias is None else int(np.prod(bias.shape))
-        scales = ops.take(ops.convert_to_tensor(weight_radius_scales(
-            self.class_counts, num_parameters, self.radius).astype("float32")), labels)
+        scales = km_ops.take_per_class(ops.convert_to_tensor(cc_sam_weight_radii(
+            self.class_counts, num_parameters, self.radius), "float32"), labels)
 
         def coefficient(parameter, squared_grad_norm):
             """``rho_c / ||g_c||``: ``kappa' sqrt(||p||) / ||g_c||^(3/2)``."""
@@ -327,7 +308,7 @@ class FlatRatioRamp(keras.callbacks.Callback):
         if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
             raise ValueError(f"`epochs` must be an integer >= 1, received {epochs!r}.")
         self.epochs = int(epochs)
-        self.limit = _validate_number(limit, "limit", upper=1.0)
+        self.limit = validate_non_negative(limit, "limit", upper=1.0)
 
     def on_epoch_begin(self, epoch, logs=None):
         if not isinstance(self.model, CCSAMModel):

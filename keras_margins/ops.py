@@ -552,6 +552,8 @@ def sigmoid_focal_cross_entropy(scores, mask, gamma=0.0):
     elif gamma != 0.0:
         terms = ops.exp(gamma * ops.log_sigmoid(negated)) * terms
     return ops.sum(terms, axis=-1)
+
+
 def valid_labels(labels, num_classes=None):
     """Boolean (batch,): label in ``[0, num_classes)`` (only ``>= 0`` when C is unknown)."""
     if num_classes is None:

@@ -7,7 +7,8 @@ losses turn them into constants of the right dtype.
 
 References: LDAM (Cao et al., 2019, Eq. 13),
 class-balanced weights (Cui et al., 2019, Eq. 3), logit adjustment (Menon et
-al., 2021, Eq. 10), KPS (Li, Cheung & Hu, Eq. 26-29).
+al., 2021, Eq. 10), KPS (Li, Cheung & Hu, Eq. 26-29), CC-SAM (Zhou et al.,
+CVPR 2023; the authors' released configuration).
 """
 
 import math
@@ -27,6 +28,8 @@ __all__ = [
     "kps_relative_margins",
     "kps_margins",
     "kps_scales",
+    "cc_sam_weight_radii",
+    "cc_sam_feature_weights",
 ]
 
 
@@ -110,3 +113,26 @@ def kps_scales(class_counts, scale=15.0, max_scale=50.0, n_base=50):
                          f"{max_scale:g}.")
     relative = kps_relative_margins(class_counts, n_base)
     return np.clip(scale * relative, scale, max_scale)
+
+
+def cc_sam_weight_radii(class_counts, num_parameters, kappa=1e-6):
+    """CC-SAM's per-class radius factor ``kappa P^(1/4) / (sqrt(2) (n_j - 1)^(1/4))``.
+
+    The head's perturbation for class ``j`` is this factor times
+    ``sqrt(||p|| / ||g_j||) g_j / ||g_j||`` for each head parameter ``p`` (``P``
+    parameters in all). Needs ``n_j >= 2``.
+    """
+    counts = validate_class_counts(class_counts)
+    if np.any(counts < 2):
+        bad = int(np.flatnonzero(counts < 2)[0])
+        raise ValueError(f"CC-SAM's weight radius needs at least 2 training samples per class "
+                         f"(it has (n_j - 1)^(-1/4)), received {counts[bad]:g} for class {bad}.")
+    num_parameters = validate_positive(num_parameters, "num_parameters")
+    kappa = validate_non_negative(kappa, "kappa")
+    return kappa * num_parameters ** 0.25 / (math.sqrt(2.0) * (counts - 1.0) ** 0.25)
+
+
+def cc_sam_feature_weights(class_counts):
+    """CC-SAM's second-stage class weights ``log(n_max / n_j + 0.01) / 2``."""
+    counts = validate_class_counts(class_counts)
+    return np.log(np.max(counts) / counts + 0.01) / 2.0

@@ -12,8 +12,8 @@ import pytest
 
 import keras_margins as km
 from backend_utils import BACKEND
-from keras_margins.class_conditional_sam import (CCSAMModel, FlatRatioRamp, cc_sam_model,
-                                                 feature_class_weights, weight_radius_scales)
+from keras_margins.class_conditional_sam import CCSAMModel, FlatRatioRamp, cc_sam_model
+from keras_margins.priors import cc_sam_feature_weights, cc_sam_weight_radii
 
 RNG = np.random.default_rng(3)
 X = RNG.normal(size=(8, 3)).astype("float32")
@@ -67,8 +67,9 @@ def numpy_step(perturb, radius, beta, targets, sample_weight=None):
             g_w = f[idx].T @ delta[idx] / len(idx)
             g_b = delta[idx].mean(axis=0)
             scale = radius * num_parameters ** 0.25 / (np.sqrt(2) * (COUNTS[c] - 1) ** 0.25)
-            e_w = scale * np.sqrt(np.linalg.norm(W) / np.linalg.norm(g_w)) * g_w / np.linalg.norm(g_w)
-            e_b = scale * np.sqrt(np.linalg.norm(b) / np.linalg.norm(g_b)) * g_b / np.linalg.norm(g_b)
+            n_w, n_b = np.linalg.norm(g_w), np.linalg.norm(g_b)
+            e_w = scale * np.sqrt(np.linalg.norm(W) / n_w) * g_w / n_w
+            e_b = scale * np.sqrt(np.linalg.norm(b) / n_b) * g_b / n_b
             z_flat[idx] = f[idx] @ (W + e_w) + b + e_b
             kernel_shift[idx] = e_w
         else:
@@ -148,11 +149,21 @@ def test_predict_and_evaluate_use_the_unperturbed_model():
 
 
 def test_radius_constants():
-    scales = weight_radius_scales([5, 17], 81, 2.0)
+    scales = cc_sam_weight_radii([5, 17], 81, 2.0)
     # kappa P^(1/4) / (sqrt(2) (n - 1)^(1/4)): (5 - 1)^(1/4) = sqrt(2), (17 - 1)^(1/4) = 2.
     np.testing.assert_allclose(scales, 2.0 * 3.0 / (np.sqrt(2) * np.array([np.sqrt(2), 2.0])))
-    np.testing.assert_allclose(feature_class_weights([100, 10]),
+    np.testing.assert_allclose(cc_sam_feature_weights([100, 10]),
                                [np.log(1.01) / 2, np.log(10.01) / 2])
+    with pytest.raises(ValueError, match="at least 2 training samples per class"):
+        cc_sam_weight_radii([10, 1, 4], 81)
+
+
+def test_unsupported_backend_is_refused(monkeypatch):
+    monkeypatch.setattr(keras.backend, "backend", lambda: "numpy")
+    backbone = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4)])
+    with pytest.raises(ValueError, match="trains on the tensorflow, jax, torch backends; "
+                                         "the current Keras backend is 'numpy'"):
+        CCSAMModel(backbone, keras.layers.Dense(3), COUNTS)
 
 
 def test_flat_ratio_ramp():
@@ -227,7 +238,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match="at least 2 training samples per class"):
         CCSAMModel(backbone, head, [10, 1, 4])
     CCSAMModel(backbone, head, [10, 1, 4], perturb="features")  # no (n_c - 1) there
-    with pytest.raises(ValueError, match="`radius` must be a finite number >= 0"):
+    with pytest.raises(ValueError, match="`radius` must be >= 0"):
         CCSAMModel(backbone, head, COUNTS, radius=-1.0)
     with pytest.raises(ValueError, match=r"`flat_ratio` must be in \[0, 1\]"):
         CCSAMModel(backbone, head, COUNTS, flat_ratio=1.5)

@@ -38,7 +38,8 @@ def test_drw_stage_one_is_all_ones(reference):
 
 @pytest.mark.parametrize("function", [
     priors.ldam_margins, priors.class_balanced_weights, priors.inverse_frequency_weights,
-    priors.log_priors, priors.kps_radii, priors.kps_margins, priors.kps_scales])
+    priors.log_priors, priors.kps_radii, priors.kps_margins, priors.kps_scales,
+    priors.cc_sam_feature_weights, lambda counts: priors.cc_sam_weight_radii(counts, 650)])
 def test_permuting_counts_permutes_result(function):
     permutation = np.random.default_rng(0).permutation(len(COUNTS))
     shuffled = np.asarray(COUNTS)[permutation]
@@ -86,7 +87,9 @@ def test_weights_sum_to_num_classes():
 ])
 def test_bad_counts_raise_naming_argument(counts, fragment):
     for function in (priors.ldam_margins, priors.class_balanced_weights, priors.kps_radii,
-                     priors.log_priors, priors.inverse_frequency_weights):
+                     priors.log_priors, priors.inverse_frequency_weights,
+                     priors.cc_sam_feature_weights,
+                     lambda counts: priors.cc_sam_weight_radii(counts, 650)):
         with pytest.raises(ValueError, match="class_counts") as info:
             function(counts)
         assert fragment in str(info.value)
@@ -100,6 +103,8 @@ def test_bad_counts_raise_naming_argument(counts, fragment):
     (lambda: priors.kps_radii(COUNTS, n_base=1), "n_base"),
     (lambda: priors.kps_scales(COUNTS, scale=0), "scale"),
     (lambda: priors.kps_scales(COUNTS, scale=15, max_scale=10), "max_scale"),
+    (lambda: priors.cc_sam_weight_radii(COUNTS, 0), "num_parameters"),
+    (lambda: priors.cc_sam_weight_radii(COUNTS, 650, kappa=-1e-6), "kappa"),
     (lambda: validation.validate_class_counts(COUNTS, num_classes=5), "5 classes"),
 ])
 def test_bad_hyper_parameters_raise(call, name):

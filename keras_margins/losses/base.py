@@ -190,8 +190,6 @@ class Batch:
                 ``t = scores_y + shift`` (cheaper on PyTorch; see the core op).
         """
         shift = None
-        if target is not None and scores is None and target is self._cache.get("target"):
-            target = None  # the batch's own target scores: nothing to replace
         if scores is None:
             scores = self.scores
             for key in (("non_target", True), ("non_target", False)):
