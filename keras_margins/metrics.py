@@ -296,7 +296,7 @@ class ExpectedCalibrationError(keras.metrics.Metric):
                     f"ExpectedCalibrationError(from_logits=False) expects probabilities "
                     f"in [0, 1], received values in [{np.min(values):g}, "
                     f"{np.max(values):g}]; pass from_logits=True for logits or cosines.")
-        confidence = ops.max(probabilities, axis=-1)
+        confidence = ops.amax(probabilities, axis=-1)
         predicted = ops.cast(ops.argmax(probabilities, axis=-1), "int32")
         hits = ops.cast(predicted == labels, "float32")
         index = ops.cast(ops.ceil(confidence * self.num_bins), "int32") - 1

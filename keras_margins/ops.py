@@ -36,6 +36,8 @@ __all__ = [
     "valid_labels",
     "nan_for_invalid_labels",
     "safe_arccos",
+    "constant",
+    "torch_compiling",
 ]
 
 
@@ -65,12 +67,41 @@ def check_scores(scores, name="y_pred"):
     return num_classes
 
 
+def torch_compiling():
+    """Whether ``torch.compile`` is tracing the current call (PyTorch backend).
+
+    Its tensors look concrete, but reading their values breaks the compiled
+    graph, so eager-only checks treat this as symbolic, like ``jit``.
+    """
+    if keras.backend.backend() != "torch":
+        return False
+    import torch
+    return torch.compiler.is_compiling()
+
+
+def constant(values, dtype):
+    """A tensor of ``dtype`` holding a NumPy array, list or tuple of numbers.
+
+    Under ``torch.compile`` the array is handed to ``torch.as_tensor`` on Keras'
+    device: Keras' conversion inspects the array's dtype, which the tracer
+    cannot follow (a graph break on every call).
+    """
+    if torch_compiling():
+        import torch
+        from keras.src.backend.torch.core import get_device, to_torch_dtype
+        return torch.as_tensor(values, dtype=to_torch_dtype(dtype), device=get_device())
+    return ops.convert_to_tensor(np.asarray(values), dtype=dtype)
+
+
 def _concrete_numpy(x):
     """Returns ``x`` as numpy when it holds concrete values, None when symbolic.
 
-    Under ``jit`` (TensorFlow graphs, JAX tracers) the conversion is impossible
-    and the caller's eager-only checks are skipped.
+    Under ``jit`` (TensorFlow graphs, JAX tracers, ``torch.compile``) the
+    conversion is impossible (or would split the compiled graph) and the
+    caller's eager-only checks are skipped.
     """
+    if torch_compiling():
+        return None
     try:
         return ops.convert_to_numpy(x)
     except Exception:  # symbolic tensors of any backend: not an error here
@@ -157,17 +188,18 @@ def label_mixture(y_true, num_classes, soft=True, tolerance=1e-3, sum_tolerance=
     if not (len(shape) == 2 and shape[-1] == num_classes and num_classes not in (None, 1)):
         return [(sparse_labels(y_true, num_classes), None)], None
     q = to_compute_dtype(y_true)
-    first = ops.max(q, axis=-1)
+    first = ops.amax(q, axis=-1)
     total = ops.sum(q, axis=-1)
-    non_negative = ops.min(q, axis=-1) >= 0
+    non_negative = ops.amin(q, axis=-1) >= 0
     # Exactly one-hot: non-negative, a 1 and nothing else (sums are exact here).
     one_hot = ops.logical_and(non_negative, ops.logical_and(first == 1.0, total == 1.0))
     checked = _concrete_numpy(one_hot)
     # The largest entry's column from max reductions (``argmax`` and ``top_k``
     # are several times slower on CPU under XLA); ties give the first column.
     columns = ops.arange(num_classes, dtype="int32")[None, :]
-    hits = ops.where(q == ops.expand_dims(first, -1), columns, ops.cast(num_classes, "int32"))
-    labels_a = ops.minimum(ops.min(hits, axis=-1), num_classes - 1)  # NaN rows: last
+    hits = ops.where(q == ops.expand_dims(first, -1), columns,
+                     ops.cast(num_classes - 1, "int32"))
+    labels_a = ops.amin(hits, axis=-1)  # NaN rows: the last column
     if checked is not None and np.all(checked):  # eager one-hot: the sparse labels
         return [(labels_a, None)], None
     if not soft:
@@ -296,13 +328,15 @@ def max_non_target(scores, labels, mask=None):
     if _compiled_gradients():
         values = _masked_max(scores, mask, lowest)
     else:
-        values = ops.max(masked, axis=-1)
+        values = ops.amax(masked, axis=-1)
     if num_classes is None:
         num_classes = ops.shape(scores)[-1]
     columns = ops.arange(num_classes, dtype="int32")[None, :]
+    # no column matches in a NaN row: the last column (no ops.minimum with the
+    # class count, which torch.compile may trace as a symbolic int)
     hits = ops.where(masked == ops.expand_dims(ops.stop_gradient(values), -1), columns,
-                     ops.cast(num_classes, "int32"))
-    indices = ops.minimum(ops.min(hits, axis=-1), num_classes - 1)  # NaN rows: last
+                     ops.cast(num_classes - 1, "int32"))
+    indices = ops.amin(hits, axis=-1)
     return values, ops.cast(indices, "int32")
 
 
@@ -314,7 +348,7 @@ def _masked_max(scores, mask, lowest):
 
     @ops.custom_gradient
     def masked_max(scores):
-        values = ops.max(ops.where(mask, lowest, scores), axis=-1)
+        values = ops.amax(ops.where(mask, lowest, scores), axis=-1)
 
         def gradient(*args, upstream=None):
             upstream = _upstream(args, upstream)
@@ -415,7 +449,7 @@ def margin_softmax_cross_entropy(labels, scores, target_scores=None, scale=1.0,
         logits = adjusted(scores, target)
         scaled_target = scale * target
         if shift is None or exclude_target:
-            row_max = ops.stop_gradient(ops.max(logits, axis=-1))
+            row_max = ops.stop_gradient(ops.amax(logits, axis=-1))
         else:  # the row maximum, known without a reduction
             row_max = scale * ops.maximum(target, shift)
         total = ops.sum(ops.exp(logits - ops.expand_dims(row_max, -1)), axis=-1)
@@ -458,7 +492,7 @@ def non_target_softmax_statistics(scores, labels, mask=None):
     dtype = ops.dtype(scores)
     masked = ops.where(mask, ops.convert_to_tensor(_lowest(dtype), dtype=dtype), scores)
     # The shift cancels in both outputs, so its gradient is not needed.
-    shift = ops.stop_gradient(ops.max(masked, axis=-1, keepdims=True))
+    shift = ops.stop_gradient(ops.amax(masked, axis=-1, keepdims=True))
     exponentials = ops.exp(masked - shift)  # 0 on the target column
     total = ops.sum(exponentials, axis=-1)
     lse = ops.log(total) + shift[:, 0]
@@ -515,7 +549,7 @@ def logsumexp_over_batch(scores, bias):
     @ops.custom_gradient
     def column_logsumexp(scores):
         shifted = scores + bias
-        top = ops.stop_gradient(ops.max(shifted, axis=0))
+        top = ops.stop_gradient(ops.amax(shifted, axis=0))
         result = ops.log(ops.sum(ops.exp(shifted - ops.expand_dims(top, 0)), axis=0)) + top
 
         def gradient(*args, upstream=None):

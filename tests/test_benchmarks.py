@@ -239,6 +239,8 @@ def test_loss_overhead_summary_counts_losses_within_each_backends_target():
             row("CrossEntropy", 1.0, 1.0), row("A", 1.05, 0.6), row("B", 1.4, 1.2)]},
         {"backend": "torch", "device": "cuda:0", "results": [
             row("CrossEntropy", 1.0, 1.0), row("A", 1.25, 2.0), row("B", 1.35, 1.1)]},
+        {"backend": "torch", "mode": "torch.compile", "device": "cpu", "results": [
+            row("CrossEntropy", 1.0, None), row("A", 1.05, None), row("B", 1.2, None)]},
         {"backend": "tensorflow", "error": "failed"}]}
     lines = summary(report).splitlines()
     assert lines[0] == "| Backend (device) | Measure | Target | C=1000 |"
@@ -246,7 +248,26 @@ def test_loss_overhead_summary_counts_losses_within_each_backends_target():
     assert lines[3] == "| jax (gpu:0) | traffic | 1.1x | 1/2; worst B 1.20 |"
     assert lines[4] == "| torch (cuda:0) | time | 1.3x | 1/2; worst B 1.35 |"
     assert lines[5] == "| torch (cuda:0) | traffic | 1.3x | 1/2; worst A 2.00 |"
-    assert len(lines) == 6
+    # compiled PyTorch fuses like XLA: XLA's target, no traffic count
+    assert lines[6] == "| torch.compile (cpu) | time | 1.1x | 1/2; worst B 1.20 |"
+    assert len(lines) == 7
+
+
+if BACKEND == "torch":
+    def test_torch_compile_loss_step_is_one_graph_and_labelled():
+        """``--torch-compile`` compiles the loss whole (``fullgraph``: a graph break
+        is an error) and the report names the mode in its heading."""
+        import torch
+        from loss_overhead import _inputs, markdown, step_builder
+        from loss_zoo import constructors, long_tail_counts
+
+        torch._dynamo.reset()
+        run, memory, traffic = step_builder("torch", torch_compile=True)(
+            constructors()["LDAMLoss"][0](long_tail_counts(16)), *_inputs(16, 4, extra=0))
+        assert np.isfinite(float(run())) and memory > 0 and traffic is None
+        report = {"backends": [{"backend": "torch", "mode": "torch.compile", "device": "cpu",
+                                "results": [{"loss": "CrossEntropy", "classes": 16, "ms": 1.0}]}]}
+        assert markdown(report).startswith("### torch.compile, cpu: forward+backward time / CE")
 
 
 def test_cc_sam_radius_measures_the_head_of_a_saved_model(tmp_path, datasets_dir):

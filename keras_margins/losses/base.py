@@ -109,7 +109,7 @@ class Batch:
         if vector is None:
             return None
         if isinstance(vector, (list, tuple, np.ndarray)):
-            return ops.convert_to_tensor(np.asarray(vector), dtype=self.dtype)
+            return km_ops.constant(vector, self.dtype)
         return ops.cast(vector, self.dtype)
 
     def _cached(self, key, build):
@@ -263,7 +263,7 @@ def per_sample_losses(rule, y_true, y_pred, *, per_class=None, class_weights=Non
     num_classes = km_ops.check_scores(scores)
     vectors = {name: np.asarray(vector) if isinstance(vector, (list, tuple)) else vector
                for name, vector in (per_class or {}).items()}
-    if isinstance(class_weights, (list, tuple, np.ndarray)):
+    if isinstance(class_weights, (list, tuple, np.ndarray)) and not km_ops.torch_compiling():
         class_weights = validate_class_vector(class_weights, "class_weights")
     _check_sizes(num_classes, {**vectors, "class_weights": class_weights}, scores.shape)
     components, valid = km_ops.label_mixture(y_true, num_classes, soft=soft_labels)
@@ -362,7 +362,7 @@ class MarginLoss(keras.losses.Loss):
                 y_true, self._check_num_classes(scores),
                 soft=type(self).accepts_soft_labels)
             weights = mixed_class_weights(
-                ops.convert_to_tensor(self._class_weights, dtype=self.dtype), components)
+                km_ops.constant(self._class_weights, self.dtype), components)
             if sample_weight is not None:
                 sample_weight = ops.convert_to_tensor(sample_weight, dtype=self.dtype)
                 if len(sample_weight.shape) == 2 and sample_weight.shape[-1] == 1:

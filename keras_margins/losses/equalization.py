@@ -79,9 +79,7 @@ def _equalization_rule(batch, record=None):
         valid = km_ops.valid_labels(batch.labels, batch.num_classes)  # jit: bad labels add 0
         target_magnitudes = ops.where(valid, batch.gather(magnitudes),
                                       ops.zeros_like(magnitudes[:, 0]))
-        positive = ops.segment_sum(target_magnitudes,
-                                   km_ops.safe_labels(batch.labels, batch.num_classes),
-                                   num_segments=batch.num_classes)
+        positive = batch.sum_by_label(target_magnitudes)
         negative = ops.sum(ops.where(mask, ops.zeros_like(magnitudes), magnitudes), axis=0)
         record(positive, negative)
     return losses
