@@ -228,7 +228,7 @@ class CCSAMModel(keras.Model):
         if self.perturb == "features":
             u = ops.matmul(d, ops.transpose(ops.stop_gradient(kernel)))    # dloss_i/df_i
             norm = ops.sqrt(ops.matmul(same, ops.sum(ops.square(u), axis=1)))
-            weights = km_ops.take_per_class(ops.convert_to_tensor(
+            weights = km_ops.take_per_class(km_ops.constant(
                 cc_sam_feature_weights(self.class_counts), "float32"), labels)
             shift = ops.expand_dims(self.radius * weights / (norm + _NORM_EPSILON), -1) * u
             return z + ops.matmul(shift, kernel), weights
@@ -240,7 +240,7 @@ class CCSAMModel(keras.Model):
         num_parameters = int(np.prod(self.head.kernel.shape))
         bias = self.head.bias
         num_parameters += 0 if bias is None else int(np.prod(bias.shape))
-        scales = km_ops.take_per_class(ops.convert_to_tensor(cc_sam_weight_radii(
+        scales = km_ops.take_per_class(km_ops.constant(cc_sam_weight_radii(
             self.class_counts, num_parameters, self.radius), "float32"), labels)
 
         def coefficient(parameter, squared_grad_norm):

@@ -53,6 +53,8 @@ import keras
 import numpy as np
 from keras.src.trainers.data_adapters import data_adapter_utils
 
+from keras_margins import ops as km_ops
+
 __all__ = ["SAMModel", "ImbSAMModel", "sam_model", "tail_classes_below"]
 
 # Added to the gradient norm so that a zero gradient gives a zero perturbation.
@@ -400,22 +402,6 @@ def tail_classes_below(class_counts, threshold):
     return [int(i) for i in np.flatnonzero(counts < threshold)]
 
 
-def _sparse_labels(y):
-    """Class ids (batch,) from sparse (batch,) / (batch, 1) or one-hot (batch, C)
-    labels (soft labels: their largest entry)."""
-    y = keras.ops.convert_to_tensor(y)
-    rank = len(y.shape)
-    if rank == 2 and y.shape[-1] != 1:
-        y = keras.ops.argmax(y, axis=-1)
-    elif rank == 2:
-        y = keras.ops.squeeze(y, axis=-1)
-    elif rank != 1:
-        raise ValueError("ImbSAMModel needs sparse labels of shape (batch,) or (batch, 1) "
-                         f"or one-hot labels of shape (batch, classes); received shape "
-                         f"{y.shape}.")
-    return keras.ops.cast(y, "int32")
-
-
 @keras.saving.register_keras_serializable(package="keras_margins")
 class ImbSAMModel(SAMModel):
     """A functional model trained with ImbSAM: SAM on the tail classes' loss only.
@@ -479,8 +465,8 @@ class ImbSAMModel(SAMModel):
         if not hasattr(y_pred, "shape") or isinstance(y, (list, tuple, dict)):
             raise ValueError("ImbSAMModel supports models with one output and one "
                              "label tensor.")
-        labels = _sparse_labels(y)
-        ids = ops.convert_to_tensor(np.asarray(self.tail_classes, "int32"))
+        labels = km_ops.sparse_labels(y, y_pred.shape[-1])
+        ids = km_ops.constant(self.tail_classes, "int32")
         tail = ops.any(ops.equal(ops.expand_dims(labels, -1), ids), axis=-1)
         tail = ops.reshape(tail, (-1,) + (1,) * (len(y_pred.shape) - 1))
         y_pred = ops.where(tail, y_pred, ops.stop_gradient(y_pred))

@@ -113,7 +113,7 @@ def equalization_loss_v2(y_true, y_pred, positive_gradients, negative_gradients,
     """
     def statistic(values):
         if isinstance(values, (list, tuple, np.ndarray)):
-            return ops.convert_to_tensor(np.asarray(values, "float32"))
+            return km_ops.constant(values, "float32")
         return values
 
     dtype = km_ops.compute_dtype(ops.convert_to_tensor(y_pred))
