@@ -195,11 +195,19 @@ def test_hlo_bytes_accessed_counts_kernel_operands_and_results():
         hlo_bytes_accessed("HloModule m\n")
 
 
-def test_loss_traffic_is_reported_and_the_core_moves_at_most_cross_entropy_bytes():
+# eager PyTorch: bytes / CE bytes. The scaled scores are copied once more to shift the
+# target column (LDAM, CosFace); KPS also scales by r_j; MM and ELM also take the
+# non-target maximum (ELM its argmax).
+_EAGER_TORCH_TRAFFIC = {"LDAMLoss": 1.8, "CosFaceLoss": 1.8, "KPSLoss": 2.3,
+                        "MaxMarginLoss": 2.25, "ELMLoss": 2.35}
+
+
+@pytest.mark.parametrize("loss_name", sorted(_EAGER_TORCH_TRAFFIC))
+def test_loss_traffic_is_reported_and_the_core_moves_at_most_cross_entropy_bytes(loss_name):
     """The step builders count bytes moved on every backend (deterministic, unlike
-    time). LDAM over 2,048 classes moves at most 1.1x Keras' cross-entropy bytes
-    under XLA (the core's written-out gradient); eager PyTorch's own figure is
-    reported, its kernels unfused."""
+    time). The margin losses over 2,048 classes move at most 1.1x Keras'
+    cross-entropy bytes under XLA (the core's written-out gradient); on eager
+    PyTorch, whose kernels are unfused, at most the bound above."""
     from loss_overhead import _inputs, step_builder
     from loss_zoo import constructors, long_tail_counts
 
@@ -208,13 +216,13 @@ def test_loss_traffic_is_reported_and_the_core_moves_at_most_cross_entropy_bytes
     scores, labels = _inputs(2048, 64, extra=0)
     _, _, ce_bytes = build(keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                            scores, labels)
-    _, _, ldam_bytes = build(constructors()["LDAMLoss"][0](counts), scores, labels)
+    _, _, loss_bytes = build(constructors()[loss_name][0](counts), scores, labels)
     one_pass = 64 * 2048 * 4
-    assert ce_bytes >= 2 * one_pass and ldam_bytes >= 2 * one_pass  # read + write at least
-    if BACKEND != "torch":
-        assert ldam_bytes <= 1.1 * ce_bytes
-    else:  # a margin moves the scores once more (the shift, the scale): not a replaced column
-        assert ldam_bytes <= 2.2 * ce_bytes
+    assert ce_bytes >= 2 * one_pass and loss_bytes >= 2 * one_pass  # read + write at least
+    bound = _EAGER_TORCH_TRAFFIC[loss_name] if BACKEND == "torch" else 1.1
+    if BACKEND == "tensorflow" and loss_name == "ELMLoss":
+        bound = 1.4  # TensorFlow's CPU program writes the masked scores before their max
+    assert loss_bytes <= bound * ce_bytes, loss_bytes / ce_bytes
 
 
 if BACKEND == "torch":

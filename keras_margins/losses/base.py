@@ -163,21 +163,25 @@ class Batch:
         return self._cached("class_weight", lambda: km_ops.take_per_class(
             self._class_weights, self.labels))
 
-    def non_target_max(self, stop_gradient=True):
-        """``(max_{j != y} c_j, argmax)`` of the scores (cached).
+    def non_target_max(self, stop_gradient=True, indices=True):
+        """``(max_{j != y} c_j, argmax)`` of the scores (cached); the argmax is
+        None with ``indices=False``.
 
         Without gradient by default (a margin chosen from the scores); with
         ``stop_gradient=False`` the maximum carries the gradient of ``max``.
         Once computed, ``cross_entropy`` on the same scores reuses the maximum
         to shift its log-sum-exp (one (batch, classes) reduction fewer).
         """
-        def build():
-            scores = ops.stop_gradient(self.scores) if stop_gradient else self.scores
-            return km_ops.max_non_target(scores, self.labels, self.mask)
-        return self._cached(("non_target", bool(stop_gradient)), build)
+        key = ("non_target", bool(stop_gradient))
+        if key in self._cache and (self._cache[key][1] is not None or not indices):
+            return self._cache[key]
+        scores = ops.stop_gradient(self.scores) if stop_gradient else self.scores
+        self._cache[key] = km_ops.max_non_target(scores, self.labels, self.mask,
+                                                 indices=indices)
+        return self._cache[key]
 
     def cross_entropy(self, target=None, scale=1.0, exclude_target=False, scores=None,
-                      target_shift=None):
+                      target_shift=None, gathered_target=None):
         """The core op with the loss's hooks: per-sample ``logsumexp(s z) - s t``.
 
         Args:
@@ -188,17 +192,22 @@ class Batch:
                 logit-adjustment offsets); default the batch's scores.
             target_shift: instead of ``target``, a constant additive margin:
                 ``t = scores_y + shift`` (cheaper on PyTorch; see the core op).
+            gathered_target: the (batch,) ``scores_y`` that ``target`` was
+                computed from; default ``self.target`` when it was used
+                (saves a gather on PyTorch; see the core op).
         """
         shift = None
         if scores is None:
             scores = self.scores
+            if gathered_target is None:
+                gathered_target = self._cache.get("target")
             for key in (("non_target", True), ("non_target", False)):
                 if key in self._cache and not exclude_target:
                     shift = self._cache[key][0]  # the core stops its gradient
         return km_ops.margin_softmax_cross_entropy(
             self.labels, scores, target_scores=target, scale=scale,
-            exclude_target=exclude_target, mask=self.mask, non_target_max=shift,
-            target_shift=target_shift)
+            exclude_target=exclude_target, mask=self._cache.get("mask"), non_target_max=shift,
+            target_shift=target_shift, gathered_target=gathered_target)
 
 
 def counts_or_vector(name, vector, class_counts, derive):

@@ -70,17 +70,18 @@ def _equalization_rule(batch, record=None):
     # The magnitudes need no gradient, so the BCE keeps the single fused
     # softplus (its backward is the cheapest) and, outside a Keras trainer
     # under jit, the unused magnitudes cost nothing.
-    signed = ops.where(mask, batch.scores, -batch.scores)
-    losses = ops.sum(weights * ops.softplus(-signed), axis=-1)
+    negated = km_ops.negated_signed_scores(batch.scores, mask)
+    losses = ops.sum(weights * ops.softplus(negated), axis=-1)
     if record is not None:
-        magnitudes = ops.stop_gradient(ops.sigmoid(-signed) * weights)
+        magnitudes = ops.stop_gradient(ops.sigmoid(negated) * weights)
         # Positive statistics: one value per sample, summed per class (a (batch,)
         # scatter, not a second (batch, classes) column reduction).
         valid = km_ops.valid_labels(batch.labels, batch.num_classes)  # jit: bad labels add 0
         target_magnitudes = ops.where(valid, batch.gather(magnitudes),
                                       ops.zeros_like(magnitudes[:, 0]))
         positive = batch.sum_by_label(target_magnitudes)
-        negative = ops.sum(ops.where(mask, ops.zeros_like(magnitudes), magnitudes), axis=0)
+        zero = ops.zeros((), dtype=ops.dtype(magnitudes))  # broadcast, no (batch, classes) zeros
+        negative = ops.sum(ops.where(mask, zero, magnitudes), axis=0)
         record(positive, negative)
     return losses
 

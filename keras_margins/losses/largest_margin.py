@@ -39,13 +39,14 @@ def _gm_softmax_rule(batch, alpha1, alpha2, beta1, beta2, scale):
     denominator_target = alpha2 * target + beta2
     numerator_target = alpha1 * target + beta1
     # logsumexp(denominator) - denominator_target, then swap in the numerator.
-    losses = batch.cross_entropy(target=denominator_target, scores=scaled)
+    losses = batch.cross_entropy(target=denominator_target, scores=scaled,
+                                 gathered_target=target)
     return losses + denominator_target - numerator_target
 
 
 def _sample_margin_rule(batch, cross_entropy_weight=None):
     """``R_sm = max_{j != y} c_j - c_y``; or ``CE + weight * R_sm`` from one max."""
-    other, _ = batch.non_target_max(stop_gradient=False)
+    other, _ = batch.non_target_max(stop_gradient=False, indices=False)
     regulariser = other - batch.target
     if cross_entropy_weight is None:
         return regulariser

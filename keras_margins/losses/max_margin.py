@@ -17,7 +17,7 @@ __all__ = ["MaxMarginLoss", "max_margin_loss"]
 
 def _sample_margins(batch, delta_neg, beta):
     """``Delta`` per sample from ``d = c_y - max_{j != y} c_j``, no gradient."""
-    other, _ = batch.non_target_max()
+    other, _ = batch.non_target_max(indices=False)
     distance = ops.stop_gradient(batch.target) - other
     if batch.has("ldam_margins"):
         delta_neg = delta_neg - batch.lookup("ldam_margins")
