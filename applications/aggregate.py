@@ -24,8 +24,9 @@ __all__ = ["collect_runs", "run_label", "aggregate_runs", "format_tables", "pape
 KEYS = ("top1", "many", "medium", "few", "balanced_accuracy")
 
 
-def collect_runs(root, include_smoke=False):
-    """``[(config, report)]`` of every run folder under ``root``."""
+def collect_runs(root, include_smoke=False, recipes=None):
+    """``[(config, report)]`` of every run folder under ``root`` (only the
+    ``recipes`` given, if any)."""
     runs = []
     for config_path in sorted(pathlib.Path(root).rglob("config.json")):
         report_path = config_path.with_name("report.json")
@@ -33,6 +34,8 @@ def collect_runs(root, include_smoke=False):
             continue
         config = json.loads(config_path.read_text())
         if config.get("smoke") and not include_smoke:
+            continue
+        if recipes and config["recipe"] not in recipes:
             continue
         runs.append((config, json.loads(report_path.read_text())))
     return runs
@@ -45,12 +48,18 @@ def _setting(config):
 
 def run_label(config):
     """The row name: the recipe, plus any ``--loss-arg`` overrides, a non-default
-    zero-centroid weight and the ``--tag``, so variants of a recipe stay apart."""
+    zero-centroid weight, the device pipeline, a dtype policy other than float32
+    and the ``--tag`` (unless it repeats one of these), so variants of a recipe
+    stay apart."""
     extras = [f"{key}={value}" for key, value in sorted(config.get("loss_args", {}).items())]
     weight = config.get("zero_centroid_weight")
     if weight is not None and weight != 1.0:
         extras.append(f"zc={weight:g}")
-    if config.get("tag"):
+    if config.get("pipeline") == "device":
+        extras.append("device")
+    if config.get("dtype_policy") not in (None, "float32"):
+        extras.append(str(config["dtype_policy"]))
+    if config.get("tag") and str(config["tag"]) not in extras:
         extras.append(str(config["tag"]))
     return config["recipe"] + (f" [{', '.join(extras)}]" if extras else "")
 
@@ -96,13 +105,15 @@ def main(argv=None):
                         help="report keys per column ('all' = top-1)")
     parser.add_argument("--digits", type=int, default=1)
     parser.add_argument("--include-smoke", action="store_true")
+    parser.add_argument("--recipes", nargs="+", help="only these recipes (default: all)")
     parser.add_argument("--output", type=pathlib.Path, help="also write the Markdown here")
     parser.add_argument("--json", type=pathlib.Path, help="write the aggregates as JSON")
     parser.add_argument("--paper-table", action="store_true",
                         help="only the CIFAR-10-LT table beside the papers' numbers "
                              "(the README's)")
     args = parser.parse_args(argv)
-    runs = [run for root in args.roots for run in collect_runs(root, args.include_smoke)]
+    runs = [run for root in args.roots
+            for run in collect_runs(root, args.include_smoke, args.recipes)]
     if not runs:
         print(f"No finished runs (config.json + report.json) under {args.roots}.",
               file=sys.stderr)

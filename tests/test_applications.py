@@ -288,6 +288,36 @@ def test_aggregate_keeps_recipe_variants_apart():
     assert "lm-softmax [scale=16] (n=1)" in table and "lm-softmax [scale=5] (n=1)" in table
 
 
+def test_aggregate_keeps_the_device_pipeline_and_low_precision_apart(tmp_path):
+    """A run on the device pipeline or under mixed precision is its own row, never a
+    seed of the standard run; ``--recipes`` keeps only the recipes named."""
+    from applications.aggregate import aggregate_runs, collect_runs, main, run_label
+    base = {"dataset": "d", "imbalance_ratio": 100.0, "profile": "exp", "epochs": 6,
+            "model": "m", "backend": "jax", "seed": 0}
+    assert run_label({**base, "recipe": "ce", "pipeline": "numpy",
+                      "dtype_policy": "float32"}) == "ce"
+    assert run_label({**base, "recipe": "ce", "pipeline": "device", "tag": "device"}) == \
+        "ce [device]"
+    assert run_label({**base, "recipe": "ce", "pipeline": "device",
+                      "dtype_policy": "mixed_bfloat16", "tag": "fast"}) == \
+        "ce [device, mixed_bfloat16, fast]"
+    report = {"top1": 0.5, "many": 0.6, "medium": 0.4, "few": 0.3, "balanced_accuracy": 0.5}
+    runs = [({**base, "recipe": "ce", "pipeline": pipeline}, {**report, "top1": top1})
+            for pipeline, top1 in (("numpy", 0.5), ("device", 0.52))]
+    ((_, aggregates),) = aggregate_runs(runs).values()
+    assert aggregates["ce"]["top1"]["mean"] == 0.5
+    assert aggregates["ce [device]"]["top1"]["mean"] == 0.52
+    for recipe in ("ce", "la"):
+        folder = tmp_path / recipe
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({**base, "recipe": recipe}))
+        (folder / "report.json").write_text(json.dumps(report))
+    assert [c["recipe"] for c, _ in collect_runs(tmp_path, recipes=["la"])] == ["la"]
+    output = tmp_path / "table.md"
+    assert main([str(tmp_path), "--recipes", "ce", "--output", str(output)]) == 0
+    assert "| ce (n=1)" in output.read_text() and "| la " not in output.read_text()
+
+
 def test_aggregate_sets_cifar10_lt_rows_beside_the_papers():
     """CIFAR-10-LT ratio 100 tables get the published 200-epoch top-1 and gains;
     other settings do not."""
