@@ -52,7 +52,9 @@ def worker(args):
     from loss_overhead import _inputs, step_builder
     from loss_zoo import constructors, long_tail_counts, loss_names
 
-    build = step_builder(backend)
+    compiled = backend == "torch" and args.torch_compile
+    build = step_builder(backend, compiled)
+    label = "torch.compile" if compiled else backend
     tables = {"before": constructors(before), "after": constructors(after)}
     names, _ = loss_names(args.losses)
     rows = []
@@ -77,7 +79,7 @@ def worker(args):
                 t_ce = timed(ce_run, calls)
                 for tag, run in runs.items():
                     ratios[tag].append(timed(run, calls) / t_ce)
-            row = {"backend": backend, "loss": name, "classes": num_classes}
+            row = {"backend": label, "loss": name, "classes": num_classes}
             for tag in runs:
                 row[tag] = median(ratios[tag])
                 if memory[tag] is not None and ce_memory:
@@ -85,7 +87,7 @@ def worker(args):
                 if traffic[tag] is not None and ce_traffic:
                     row[f"{tag}_traffic"] = traffic[tag] / ce_traffic
             rows.append(row)
-            print(f"[{backend}] {row}", file=sys.stderr, flush=True)
+            print(f"[{label}] {row}", file=sys.stderr, flush=True)
     write_worker_result(args, rows)
 
 
@@ -116,12 +118,16 @@ def main(argv=None):
     options.add_argument("--repeats", type=int, default=5, help="default 5")
     options.add_argument("--min-time", type=float, default=0.1,
                          help="seconds per timing (default 0.1)")
+    options.add_argument("--torch-compile", action="store_true",
+                         help="torch: compile each loss as loss_overhead.py --torch-compile "
+                              "(rows labelled torch.compile); default eager")
     args = options.parse_args(argv)
     if args.worker_out:
         return worker(args)
     worker_argv = ["--before", args.before, "--classes", *args.classes, "--batch-size",
                    args.batch_size, "--repeats", args.repeats, "--min-time", args.min_time]
     worker_argv += ["--losses", *args.losses] if args.losses else []
+    worker_argv += ["--torch-compile"] if args.torch_compile else []
     rows = [row for rows in run_backends(__file__, args, worker_argv, on_error="raise")
             for row in rows]
     write_outputs(args, rows, markdown(rows))

@@ -164,6 +164,24 @@ def test_compare_revisions_times_two_checkouts_side_by_side(tmp_path):
     assert "| LMSCELoss | 10 |" in proc.stdout and "traffic after / CE" in proc.stdout
 
 
+if BACKEND == "torch":
+    def test_compare_revisions_compiles_both_sides_with_torch_compile(tmp_path):
+        """``--torch-compile``: both checkouts' losses compiled whole, rows labelled."""
+        out = tmp_path / "compare.json"
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "benchmarks" / "compare_revisions.py"), "--before",
+             str(ROOT), "--backends", "torch", "--torch-compile", "--losses", "LDAMLoss",
+             "--classes", "10", "--repeats", "1", "--min-time", "0.001", "--batch-size", "8",
+             "--out", str(out)],
+            cwd=tmp_path, env=dict(os.environ, KERAS_BACKEND="torch"), capture_output=True,
+            text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        (row,) = json.loads(out.read_text())
+        assert row["backend"] == "torch.compile" and row["before"] > 0 and row["after"] > 0
+        assert "before_traffic" not in row  # inductor's kernels are not ATen operators
+        assert "| torch.compile | LDAMLoss | 10 |" in proc.stdout
+
+
 # ------------------------------------------------------------------------ traffic.py
 
 _HLO = """HloModule m, entry_computation_layout={(f32[4,8]{1,0})->(f32[4]{0})}
