@@ -88,6 +88,17 @@ def aggregate_runs(runs, columns=("many", "medium", "few", "all"), digits=1):
     return tables
 
 
+def _baseline(name, aggregates):
+    """The CE row a row is compared with: CE of the same variant (``ce [device]``
+    for ``ldam-drw [device]``) where there is one, else plain ``ce``; None for a
+    CE row itself."""
+    recipe, _, variant = name.partition(" [")
+    if recipe == "ce":
+        return None
+    same = f"ce [{variant}" if variant else "ce"
+    return same if same in aggregates else "ce"
+
+
 def _mean(value):
     if value is None:
         return None
@@ -147,13 +158,15 @@ def format_tables(tables, paper_only=False):
         text.append(f"### {dataset}, {profile} ratio {ratio:g}, {model}, {epochs} epochs "
                     f"({backend}); top-1 %, mean ± std over seeds, last epoch\n")
         text.append(table)
-        base = _mean(aggregates.get("ce", {}).get("top1"))
-        if base is not None:
-            deltas = [f"{name} {100 * (_mean(a['top1']) - base):+.1f}"
-                      for name, a in aggregates.items() if name != "ce"
-                      and _mean(a.get("top1")) is not None]
-            if deltas:
-                text.append("\nTop-1 vs CE (points): " + ", ".join(deltas))
+        deltas = []
+        for name, aggregate in aggregates.items():
+            baseline = _baseline(name, aggregates)
+            base = _mean(aggregates.get(baseline, {}).get("top1")) if baseline else None
+            if base is not None and _mean(aggregate.get("top1")) is not None:
+                vs = "" if baseline == "ce" else f" (vs {baseline})"
+                deltas.append(f"{name} {100 * (_mean(aggregate['top1']) - base):+.1f}{vs}")
+        if deltas:
+            text.append("\nTop-1 vs CE (points): " + ", ".join(deltas))
         if (dataset, ratio, profile) == ("cifar10-lt", 100, "exp"):
             text += ["", paper_table(aggregates, epochs)]
         text.append("")
@@ -165,18 +178,18 @@ def paper_table(aggregates, epochs):
     """Markdown: each recipe's top-1 and gain over CE beside the published
     200-epoch numbers (``applications.recipes.PAPER_CIFAR10_LT``)."""
     from applications.recipes import PAPER_CIFAR10_LT
-    base = _mean(aggregates.get("ce", {}).get("top1"))
     paper_base = PAPER_CIFAR10_LT["ce"][0]
     lines = [f"| Recipe | Top-1 % ({epochs} epochs) | Gain over CE | Paper top-1 % (200 "
              f"epochs) | Paper gain over CE | Paper |", "|:--|--:|--:|--:|--:|:--|"]
     for name, aggregate in aggregates.items():
         top1 = _mean(aggregate.get("top1"))
         ours = "–" if top1 is None else f"{100 * top1:.1f}"
-        gain = ("–" if top1 is None or base is None or name == "ce"
-                else f"{100 * (top1 - base):+.1f}")
+        baseline = _baseline(name, aggregates)
+        base = _mean(aggregates.get(baseline, {}).get("top1")) if baseline else None
+        gain = "–" if top1 is None or base is None else f"{100 * (top1 - base):+.1f}"
         paper, source = PAPER_CIFAR10_LT.get(name.split(" [")[0], (None, "–"))
         paper_text = "–" if paper is None else f"{paper:.1f}"
-        paper_gain = ("–" if paper is None or name == "ce"
+        paper_gain = ("–" if paper is None or baseline is None
                       else f"{paper - paper_base:+.1f}")
         lines.append(f"| {name} | {ours} | {gain} | {paper_text} | {paper_gain} | {source} |")
     return "\n".join(lines)

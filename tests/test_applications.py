@@ -291,7 +291,8 @@ def test_aggregate_keeps_recipe_variants_apart():
 def test_aggregate_keeps_the_device_pipeline_and_low_precision_apart(tmp_path):
     """A run on the device pipeline or under mixed precision is its own row, never a
     seed of the standard run; ``--recipes`` keeps only the recipes named."""
-    from applications.aggregate import aggregate_runs, collect_runs, main, run_label
+    from applications.aggregate import (aggregate_runs, collect_runs, format_tables, main,
+                                        run_label)
     base = {"dataset": "d", "imbalance_ratio": 100.0, "profile": "exp", "epochs": 6,
             "model": "m", "backend": "jax", "seed": 0}
     assert run_label({**base, "recipe": "ce", "pipeline": "numpy",
@@ -307,6 +308,10 @@ def test_aggregate_keeps_the_device_pipeline_and_low_precision_apart(tmp_path):
     ((_, aggregates),) = aggregate_runs(runs).values()
     assert aggregates["ce"]["top1"]["mean"] == 0.5
     assert aggregates["ce [device]"]["top1"]["mean"] == 0.52
+    # a device-pipeline method is compared with CE on the device pipeline
+    runs.append(({**base, "recipe": "ldam-drw", "pipeline": "device"}, {**report, "top1": 0.6}))
+    text, _ = format_tables(aggregate_runs(runs))
+    assert "ldam-drw [device] +8.0 (vs ce [device])" in text
     for recipe in ("ce", "la"):
         folder = tmp_path / recipe
         folder.mkdir()
