@@ -421,13 +421,14 @@ def margin_softmax_cross_entropy(labels, scores, target_scores=None, scale=1.0,
         if target_scores is not None:
             raise ValueError("Pass `target_scores` or `target_shift`, not both.")
         target_shift = ops.stop_gradient(ops.cast(target_shift, dtype))
-        if not _compiled_gradients() and not exclude_target:
-            return _shifted_cross_entropy(labels, scores, target_shift, scale)
+    if not _compiled_gradients() and not exclude_target:  # PyTorch: its fused kernel
+        if target_scores is not None:
+            if gathered_target is None:
+                gathered_target = gather_target(scores, labels)
+            target_shift = target_scores - gathered_target
+        return _shifted_cross_entropy(labels, scores, target_shift, scale)
+    if target_shift is not None:
         target_scores = gather_target(scores, labels) + target_shift
-    if target_scores is not None and not _compiled_gradients() and not exclude_target:
-        if gathered_target is None:
-            gathered_target = gather_target(scores, labels)
-        return _shifted_cross_entropy(labels, scores, target_scores - gathered_target, scale)
     if mask is None:
         mask = target_mask(labels, scores.shape[-1])
     per_sample = not isinstance(scale, (int, float))
@@ -447,10 +448,6 @@ def margin_softmax_cross_entropy(labels, scores, target_scores=None, scale=1.0,
                   else ops.expand_dims(target, -1))
         return scaled(ops.where(mask, column, scores))
 
-    if not _compiled_gradients() and not exclude_target:
-        return ops.sparse_categorical_crossentropy(
-            safe_labels(labels, scores.shape[-1]), adjusted(scores, target_scores),
-            from_logits=True)
     if target_scores is None:
         target_scores = gather_target(scores, labels)
     if not _compiled_gradients():  # exclude_target on PyTorch
@@ -492,7 +489,8 @@ def _shifted_cross_entropy(labels, scores, target_shift, scale):
     ``s_i shift_i`` added at the target column by a scatter (a copy of ``s z``
     and one element per row; its gradient is the identity, and ``shift``'s is
     the upstream at the target), then PyTorch's fused cross-entropy kernel.
-    ``shift`` is ``t - z_y`` for a computed target (with its gradient)."""
+    ``shift`` is ``t - z_y`` for a computed target (with its gradient); None: no
+    shift (plain cross-entropy over ``s z``)."""
     dtype = ops.dtype(scores)
     labels = ops.cast(safe_labels(labels, scores.shape[-1]), "int32")
     if isinstance(scale, (int, float)):
@@ -500,6 +498,8 @@ def _shifted_cross_entropy(labels, scores, target_shift, scale):
     else:
         scale = ops.stop_gradient(ops.cast(scale, dtype))
         logits = scores * ops.expand_dims(scale, -1)
+    if target_shift is None:
+        return ops.sparse_categorical_crossentropy(labels, logits, from_logits=True)
     rows = ops.shape(scores)[0]
     shift = ops.broadcast_to(target_shift * scale, (rows,))
     index = ops.stack([ops.arange(rows, dtype="int32"), labels], axis=1)
