@@ -421,16 +421,6 @@ def margin_softmax_cross_entropy(labels, scores, target_scores=None, scale=1.0,
         if target_scores is not None:
             raise ValueError("Pass `target_scores` or `target_shift`, not both.")
         target_shift = ops.stop_gradient(ops.cast(target_shift, dtype))
-    if not _compiled_gradients() and not exclude_target:  # PyTorch: its fused kernel
-        if target_scores is not None:
-            if gathered_target is None:
-                gathered_target = gather_target(scores, labels)
-            target_shift = target_scores - gathered_target
-        return _shifted_cross_entropy(labels, scores, target_shift, scale)
-    if target_shift is not None:
-        target_scores = gather_target(scores, labels) + target_shift
-    if mask is None:
-        mask = target_mask(labels, scores.shape[-1])
     per_sample = not isinstance(scale, (int, float))
     if per_sample:
         scale = ops.stop_gradient(ops.cast(scale, dtype))
@@ -439,6 +429,18 @@ def margin_softmax_cross_entropy(labels, scores, target_scores=None, scale=1.0,
         if per_sample:
             return values * ops.expand_dims(scale, -1)
         return values if scale == 1.0 else values * scale
+
+    if not _compiled_gradients() and not exclude_target:  # PyTorch: its fused kernel
+        if target_scores is not None:
+            if gathered_target is None:
+                gathered_target = gather_target(scores, labels)
+            target_shift = target_scores - gathered_target
+        return _shifted_cross_entropy(labels, scaled(scores),
+                                      None if target_shift is None else target_shift * scale)
+    if target_shift is not None:
+        target_scores = gather_target(scores, labels) + target_shift
+    if mask is None:
+        mask = target_mask(labels, scores.shape[-1])
 
     def adjusted(scores, target):
         """``a``: the scaled scores with the target column replaced (or -inf)."""
@@ -484,26 +486,19 @@ def margin_softmax_cross_entropy(labels, scores, target_scores=None, scale=1.0,
     return cross_entropy(scores, target_scores)
 
 
-def _shifted_cross_entropy(labels, scores, target_shift, scale):
-    """PyTorch's form of ``margin_softmax_cross_entropy``: the scaled scores get
-    ``s_i shift_i`` added at the target column by a scatter (a copy of ``s z``
-    and one element per row; its gradient is the identity, and ``shift``'s is
-    the upstream at the target), then PyTorch's fused cross-entropy kernel.
-    ``shift`` is ``t - z_y`` for a computed target (with its gradient); None: no
-    shift (plain cross-entropy over ``s z``)."""
-    dtype = ops.dtype(scores)
-    labels = ops.cast(safe_labels(labels, scores.shape[-1]), "int32")
-    if isinstance(scale, (int, float)):
-        logits = scores if scale == 1.0 else scores * scale
-    else:
-        scale = ops.stop_gradient(ops.cast(scale, dtype))
-        logits = scores * ops.expand_dims(scale, -1)
-    if target_shift is None:
-        return ops.sparse_categorical_crossentropy(labels, logits, from_logits=True)
-    rows = ops.shape(scores)[0]
-    shift = ops.broadcast_to(target_shift * scale, (rows,))
-    index = ops.stack([ops.arange(rows, dtype="int32"), labels], axis=1)
-    logits = ops.scatter_update(logits, index, shift, reduction="add")
+def _shifted_cross_entropy(labels, logits, shift):
+    """PyTorch's form of ``margin_softmax_cross_entropy``: the scaled scores
+    ``logits = s z`` get ``shift_i = s_i (t_i - z_iy)`` added at the target column
+    by a scatter (a copy of ``s z`` and one element per row; its gradient is the
+    identity, and ``shift``'s is the upstream at the target), then PyTorch's
+    fused cross-entropy kernel. ``shift`` carries the gradient of a computed
+    target; None: no shift (plain cross-entropy over ``s z``)."""
+    labels = ops.cast(safe_labels(labels, logits.shape[-1]), "int32")
+    if shift is not None:
+        rows = ops.shape(logits)[0]
+        index = ops.stack([ops.arange(rows, dtype="int32"), labels], axis=1)
+        logits = ops.scatter_update(logits, index, ops.broadcast_to(shift, (rows,)),
+                                    reduction="add")
     return ops.sparse_categorical_crossentropy(labels, logits, from_logits=True)
 
 
