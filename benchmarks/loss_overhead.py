@@ -47,6 +47,7 @@ Memory (``mem`` columns, ratio to CE):
     python benchmarks/loss_overhead.py --backends jax --classes 1000 100000 --repeats 7
     python benchmarks/loss_overhead.py --losses LDAMLoss ELMLoss --out results.json
     python benchmarks/loss_overhead.py --table results.json  # the table of a report
+    python benchmarks/loss_overhead.py --table cpu.json gpu.json --summary  # side by side
 """
 
 import json
@@ -341,14 +342,23 @@ def _label(backend_result):
     return "torch.compile" if backend_result.get("mode") == "torch.compile" else backend
 
 
+def merge_reports(reports):
+    """One report holding the backend results of several, in their order (a CPU
+    and a GPU run of the same benchmark: one table)."""
+    return {"backends": [b for report in reports for b in report["backends"]]}
+
+
 def summary(report):
     """Markdown: per backend and C, how many losses stay within the backend's
-    target (``TARGETS``) in time and in traffic, and the worst one."""
+    target (``TARGETS``) in time and in traffic, and the worst one. Results of
+    one backend on several devices (merged reports) are adjacent rows, in the
+    order the backend first appears."""
     classes = sorted({r["classes"] for b in report["backends"] for r in b.get("results", [])})
     lines = ["| Backend (device) | Measure | Target | "
              + " | ".join(f"C={c}" for c in classes) + " |",
              "|:--|:--|--:|" + "--:|" * len(classes)]
-    for backend_result in report["backends"]:
+    order = list(dict.fromkeys(_label(b) for b in report["backends"]))
+    for backend_result in sorted(report["backends"], key=lambda b: order.index(_label(b))):
         if "error" in backend_result:
             continue
         backend = _label(backend_result)
@@ -382,9 +392,10 @@ def main(argv=None):
     options.add_argument("--min-time", type=float, default=None,
                          help="seconds per timing, sets calls per timing from CE "
                               "(default 0.1, --quick 0.02)")
-    options.add_argument("--table", default=None,
-                         help="print (and with --markdown write) the table of an existing "
-                              "JSON report, measuring nothing")
+    options.add_argument("--table", nargs="+", default=None,
+                         help="print (and with --markdown write) the table of existing "
+                              "JSON reports (several: one table, e.g. CPU and GPU side "
+                              "by side), measuring nothing")
     options.add_argument("--summary", action="store_true",
                          help="with --table: the per-backend summary (losses within the "
                               "target, the worst) instead of the full table")
@@ -395,7 +406,8 @@ def main(argv=None):
                               "as jit_compile=True does; default eager")
     args = options.parse_args(argv)
     if args.table:
-        report = json.loads(pathlib.Path(args.table).read_text())
+        report = merge_reports([json.loads(pathlib.Path(path).read_text())
+                                for path in args.table])
         text = summary(report) if args.summary else markdown(report)
         if args.markdown:
             pathlib.Path(args.markdown).write_text(text + "\n")

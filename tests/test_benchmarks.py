@@ -279,6 +279,43 @@ def test_loss_overhead_summary_counts_losses_within_each_backends_target():
     assert len(lines) == 7
 
 
+def test_loss_overhead_table_of_two_reports_puts_each_backends_devices_side_by_side(
+        tmp_path, capsys):
+    """``--table cpu.json gpu.json --summary``: one table, a backend's CPU and GPU
+    rows adjacent (in the order the backends first appear), each C of either."""
+    from loss_overhead import main
+
+    def backend(name, device, classes, ratio, **extra):
+        return {"backend": name, "device": device, **extra, "results": [
+            {"loss": loss, "classes": c, "ratio": value, "traffic_ratio": None}
+            for c in classes for loss, value in (("CrossEntropy", 1.0), ("A", ratio))]}
+    cpu = {"backends": [backend("jax", "cpu:0", (1000, 8142), 1.2),
+                        backend("torch", "cpu", (1000, 8142), 2.0)]}
+    gpu = {"backends": [backend("torch", "cuda:0", (1000, 100000), 1.25),
+                        backend("jax", "gpu:0", (1000, 100000), 1.05),
+                        backend("torch", "cuda:0", (1000,), 1.5, mode="torch.compile")]}
+    paths = []
+    for name, report in (("cpu", cpu), ("gpu", gpu)):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(report))
+    markdown_path = tmp_path / "summary.md"
+    main(["--table", *map(str, paths), "--summary", "--markdown", str(markdown_path)])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines == markdown_path.read_text().strip().splitlines()
+    assert lines[0] == "| Backend (device) | Measure | Target | C=1000 | C=8142 | C=100000 |"
+    assert [line.split(" | ")[0] for line in lines[2:]] == [
+        "| jax (cpu:0)", "| jax (gpu:0)", "| torch (cpu)", "| torch (cuda:0)",
+        "| torch.compile (cuda:0)"]
+    assert lines[3] == "| jax (gpu:0) | time | 1.1x | 1/1; worst A 1.05 | – | 1/1; worst A 1.05 |"
+    assert lines[4] == "| torch (cpu) | time | 1.3x | 0/1; worst A 2.00 | 0/1; worst A 2.00 | – |"
+    # the full table of the same two reports: one section per backend and device
+    main(["--table", *map(str, paths)])
+    headings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("###")]
+    assert [h.split(":")[0] for h in headings] == [
+        "### jax, cpu", "### torch, cpu", "### torch, cuda", "### jax, gpu",
+        "### torch.compile, cuda"]
+
+
 if BACKEND == "torch":
     def test_torch_compile_loss_step_is_one_graph_and_labelled():
         """``--torch-compile`` compiles the loss whole (``fullgraph``: a graph break

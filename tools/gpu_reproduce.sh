@@ -4,16 +4,10 @@
 # deadline, packs every run folder and log into ONE archive and prints the table.
 #
 # The machine has Python 3.12 with JAX (CUDA) or PyTorch, NumPy and Pillow, but no
-# Keras, no TensorFlow and no network. Before copying the checkout there, download
-# the three wheels Keras needs into the checkout's ignored folder .whl/:
-#
-#   pip download --only-binary=:all: --python-version 3.12 \
-#       --platform manylinux_2_28_x86_64 keras==3.15.1 namex optree --no-deps -d .whl
-#
-# (optree needs typing_extensions, which PyTorch brings; add typing-extensions to
-# that list for a machine without it.)
-# and have the data in ../shared/datasets (or DATA_DIR, or the ignored folder
-# .device_carry/datasets). Then, from anywhere:
+# Keras, no TensorFlow and no network: put the wheels Keras needs in the checkout's
+# ignored folder .whl/ and the data in ../shared/datasets (or DATA_DIR, or the
+# ignored folder .device_carry/datasets), as tools/gpu_setup.sh says. Then, from
+# anywhere:
 #
 #   bash tools/gpu_reproduce.sh
 #   RECIPES="ce ldam-drw" SEEDS="0 1" PARALLEL=4 BACKEND=torch bash tools/gpu_reproduce.sh
@@ -55,49 +49,16 @@ export KERAS_BACKEND=$BACKEND
 
 say() { echo "[gpu_reproduce $(( $(date +%s) - START )) s] $*"; }
 
-# 1. Keras: from the wheels in .whl/ unless it already imports.
-if "$PYTHON" -c "import keras" 2>/dev/null; then
-  say "keras already importable: $("$PYTHON" -c 'import keras; print(keras.__version__)')"
-else
-  shopt -s nullglob
-  wheels=(.whl/*.whl)
-  shopt -u nullglob
-  if [ ${#wheels[@]} -eq 0 ]; then
-    echo "keras is not importable and .whl/ holds no wheels; see this script's header." >&2
-    exit 2
-  fi
-  SITE=${SITE:-$(mktemp -d "${TMPDIR:-/tmp}/keras-site.XXXXXX")}
-  say "installing ${wheels[*]} into $SITE"
-  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "${wheels[@]}"
-  export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
-  if ! "$PYTHON" -c "import keras; print('keras', keras.__version__, keras.backend.backend())"; then
-    echo "keras does not import after installing .whl/ (see above; optree needs" \
-         "typing_extensions: add its wheel to .whl/ where the machine lacks it)." >&2
-    exit 2
-  fi
-fi
-export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$REPO"     # keras_margins and applications
-
-# 2. Data.
-if [ -z "${DATA_DIR:-}" ]; then
-  for candidate in ../shared/datasets .device_carry/datasets; do
-    if [ -d "$candidate" ]; then DATA_DIR=$candidate; break; fi
-  done
-fi
-data_args=()
-if [ -n "${DATA_DIR:-}" ]; then
-  [ -d "$DATA_DIR" ] || { echo "DATA_DIR=$DATA_DIR is not a folder." >&2; exit 2; }
-  data_args=(--data-dir "$DATA_DIR")
-elif [ "$DATASET" != "digits-lt" ]; then
+# 1. Keras (from the wheels in .whl/) and the data: see tools/gpu_setup.sh.
+# shellcheck source=tools/gpu_setup.sh
+source "$REPO/tools/gpu_setup.sh"
+if [ ${#data_args[@]} -eq 0 ] && [ "$DATASET" != "digits-lt" ]; then
   echo "No data: set DATA_DIR or put the datasets in ../shared/datasets or" \
        ".device_carry/datasets." >&2
   exit 2
 fi
-if command -v nvidia-smi >/dev/null; then
-  nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader || true
-fi
 
-# 3. The runs, inside the deadline.
+# 2. The runs, inside the deadline.
 DEADLINE=${DEADLINE:-$(( BUDGET - RESERVE - ($(date +%s) - START) ))}
 if [ "$DEADLINE" -le 0 ]; then
   echo "No time left for a deadline (BUDGET=$BUDGET, RESERVE=$RESERVE)." >&2
@@ -118,7 +79,7 @@ set +e
 status=$?
 set -e
 
-# 4. One archive with every run folder, the logs and the reports.
+# 3. One archive with every run folder, the logs and the reports.
 archive="$OUT/reproduce-results.tar.gz"
 tar -czf "$archive" -C "$(dirname "$RESULTS")" "$(basename "$RESULTS")"
 say "launcher exit status $status; $(du -h "$archive" | cut -f1) in $archive"
