@@ -52,9 +52,10 @@ if BACKEND == "jax":  # once per suite: the scripts start their own processes
                            DATA_DIR=str(datasets_dir))
         stdout = _run("gpu_speed.sh", env)
 
-        report = json.loads((results / "loss_overhead_gpu.json").read_text())
-        assert [b["backend"] for b in report["backends"]] == ["jax", "torch"]
-        for backend in report["backends"]:  # each names the device it measured on
+        for name in ("jax", "torch"):  # one report per backend, each naming its device
+            report = json.loads((results / f"loss_overhead_gpu_{name}.json").read_text())
+            (backend,) = report["backends"]
+            assert backend["backend"] == name
             assert backend["device"] in ("cpu:0", "cpu", "gpu:0", "cuda:0")
             assert {r["loss"] for r in backend["results"]} == {"CrossEntropy", "LDAMLoss",
                                                               "FocalLoss"}
@@ -68,12 +69,21 @@ if BACKEND == "jax":  # once per suite: the scripts start their own processes
 
         with tarfile.open(out / "speed-results.tar.gz") as archive:
             names = set(archive.getnames())
-        assert {"gpu-speed/loss_overhead_gpu.json", "gpu-speed/logs/train.log",
+        assert {"gpu-speed/loss_overhead_gpu_torch.json", "gpu-speed/logs/train.log",
                 f"gpu-speed/{summary_path.relative_to(results.parent).relative_to('gpu-speed')}"
                 } <= names
         assert "| LDAMLoss |" in stdout and '"train_seconds"' in stdout
         assert "train_step" not in stdout  # only the steps asked for
 
+
+    def test_gpu_speed_script_skips_the_steps_its_budget_leaves_no_time_for(tmp_path):
+        results = tmp_path / "r"
+        env = _environment(tmp_path, RESULTS=str(results), OUT=str(tmp_path / "o"),
+                           STEPS="3 1", BUDGET="25")
+        stdout = _run("gpu_speed.sh", env)
+        assert "train: skipped" in stdout and "loss_overhead_jax: skipped" in stdout
+        assert not list(results.glob("*.json"))
+        assert (tmp_path / "o" / "speed-results.tar.gz").exists()
 
     def test_gpu_speed_script_rejects_an_unknown_step(tmp_path):
         env = _environment(tmp_path, RESULTS=str(tmp_path / "r"), OUT=str(tmp_path / "o"),

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The speed measurements on a bare GPU machine, in one call of about 5 minutes:
-# installs Keras from local wheels (tools/gpu_setup.sh), then, each step under its
-# own time limit and carrying on when one fails:
+# The speed measurements on a bare GPU machine, in one call of at most BUDGET
+# seconds: installs Keras from local wheels (tools/gpu_setup.sh), then, in the
+# order STEPS gives, each step under its own time limit (cut to what is left of
+# the budget; skipped under 20 s) and carrying on when one fails:
 #
-#   1. benchmarks/loss_overhead.py: every loss next to CE on JAX and eager PyTorch
-#      at C = 1000, 8142, 100000 (the CPU table's settings), tensors on the GPU;
+#   1. benchmarks/loss_overhead.py: every loss next to CE, on JAX and on eager
+#      PyTorch (one report each), at C = 1000, 8142, 100000 (the CPU table's
+#      settings), tensors on the GPU;
 #   2. benchmarks/train_step.py --quick: ResNet-32 training-step images/s per loss;
 #   3. one training run of the fast path: ResNet-32, CIFAR-10-LT, EPOCHS epochs of
 #      RECIPE on JAX with the augmentation inside the compiled step
@@ -17,15 +19,17 @@
 # tables are printed at the end. The side-by-side table with the CPU report:
 #
 #   python benchmarks/loss_overhead.py --table benchmarks/results/loss_overhead_quick.json \
-#       RESULTS/loss_overhead_gpu.json RESULTS/loss_overhead_gpu_compiled.json --summary
+#       RESULTS/loss_overhead_gpu_jax.json RESULTS/loss_overhead_gpu_torch.json \
+#       RESULTS/loss_overhead_gpu_compiled.json --summary
 #
 # Settings (environment variables, defaults in brackets):
 #   RECIPE    [ce]           EPOCHS [200; 1 with SMOKE=1]
 #   TRAIN_ARGS [--pipeline device --dtype-policy mixed_bfloat16 --steps-per-execution 8]
 #   COMPILE_LOSSES [LDAMLoss ArcFaceLoss MaxMarginLoss ClassBalancedLoss[focal] EqualizationLossV2]
-#   STEPS     [1 2 3 4]      which of the steps above to run
-#   LIMIT_OVERHEAD [120]  LIMIT_TRAIN_STEP [60]  LIMIT_TRAIN [150]  LIMIT_COMPILE [90]
-#                            seconds each step may take
+#   STEPS     [1 3 2 4]      which of the steps above to run, in this order
+#   LIMIT_OVERHEAD [120] (per backend)  LIMIT_TRAIN [240]  LIMIT_TRAIN_STEP [60]
+#   LIMIT_COMPILE [90]       seconds each step may take
+#   BUDGET    [540]          seconds for the whole script (the steps, then packing)
 #   RESULTS   [results/gpu-speed]   OUT [./out]   DATA_DIR, SITE, PYTHON: as in gpu_setup.sh
 #   SMOKE     [0]            1: tiny settings (C = 16, two losses, a smoke run): tests the
 #                            script in a minute on a CPU
@@ -39,11 +43,13 @@ RECIPE=${RECIPE:-ce}
 if [ "$SMOKE" = 1 ]; then EPOCHS=${EPOCHS:-1}; else EPOCHS=${EPOCHS:-200}; fi
 TRAIN_ARGS=${TRAIN_ARGS:-"--pipeline device --dtype-policy mixed_bfloat16 --steps-per-execution 8"}
 COMPILE_LOSSES=${COMPILE_LOSSES:-"LDAMLoss ArcFaceLoss MaxMarginLoss ClassBalancedLoss[focal] EqualizationLossV2"}
-STEPS=${STEPS:-"1 2 3 4"}
+STEPS=${STEPS:-"1 3 2 4"}
 LIMIT_OVERHEAD=${LIMIT_OVERHEAD:-120}
 LIMIT_TRAIN_STEP=${LIMIT_TRAIN_STEP:-60}
-LIMIT_TRAIN=${LIMIT_TRAIN:-150}
+LIMIT_TRAIN=${LIMIT_TRAIN:-240}
 LIMIT_COMPILE=${LIMIT_COMPILE:-90}
+BUDGET=${BUDGET:-540}
+RESERVE=10    # seconds kept for packing
 RESULTS=${RESULTS:-results/gpu-speed}
 OUT=${OUT:-./out}
 export KERAS_BACKEND=${KERAS_BACKEND:-jax}         # the benchmarks pick theirs per subprocess
@@ -69,11 +75,25 @@ else
   train_args=()
 fi
 
-# run NAME LIMIT COMMAND...: the command under `timeout`, its output in logs/NAME.log;
-# a failure or a time-out is reported and the script goes on.
+for step in $STEPS; do
+  case $step in
+    1|2|3|4) ;;
+    *) echo "STEPS: unknown step $step (1-4)" >&2; exit 2 ;;
+  esac
+done
+
+# run NAME LIMIT COMMAND...: the command under `timeout` (LIMIT, or what is left of
+# the budget), its output in logs/NAME.log; a failure or a time-out is reported and
+# the script goes on.
 run() {
   local name=$1 limit=$2
   shift 2
+  local left=$(( BUDGET - RESERVE - ($(date +%s) - START) ))
+  [ "$left" -lt "$limit" ] && limit=$left
+  if [ "$limit" -lt 20 ]; then
+    say "$name: skipped, $left s left of the budget"
+    return
+  fi
   say "$name (at most $limit s): $*"
   local began status
   began=$(date +%s)
@@ -87,9 +107,12 @@ run() {
 
 for step in $STEPS; do
   case $step in
-    1) run loss_overhead "$LIMIT_OVERHEAD" "$PYTHON" benchmarks/loss_overhead.py \
-         --backends jax torch "${overhead_args[@]}" --out "$RESULTS/loss_overhead_gpu.json" \
-         --markdown "$RESULTS/loss_overhead_gpu.md" ;;
+    1) for backend in jax torch; do   # one report each: a time-out loses one backend only
+         run "loss_overhead_$backend" "$LIMIT_OVERHEAD" "$PYTHON" benchmarks/loss_overhead.py \
+           --backends "$backend" "${overhead_args[@]}" \
+           --out "$RESULTS/loss_overhead_gpu_$backend.json" \
+           --markdown "$RESULTS/loss_overhead_gpu_$backend.md"
+       done ;;
     2) run train_step "$LIMIT_TRAIN_STEP" "$PYTHON" benchmarks/train_step.py \
          --backends jax torch "${step_args[@]}" --out "$RESULTS/train_step_gpu.json" \
          --markdown "$RESULTS/train_step_gpu.md" ;;
@@ -102,7 +125,6 @@ for step in $STEPS; do
          --backends torch --torch-compile "${compile_args[@]}" \
          --out "$RESULTS/loss_overhead_gpu_compiled.json" \
          --markdown "$RESULTS/loss_overhead_gpu_compiled.md" ;;
-    *) echo "STEPS: unknown step $step (1-4)" >&2; exit 2 ;;
   esac
 done
 
