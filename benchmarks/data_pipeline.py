@@ -1,9 +1,10 @@
 """Images/second of the CIFAR-10-LT training input (JPEG copy, CIFAR augmentation,
-batch 128) on both pipelines: tf.data and the NumPy ``keras.utils.PyDataset``.
-A measurement, not a test; the table is generated from the JSON it writes.
+batch 128) on the host pipelines, tf.data and the NumPy ``keras.utils.PyDataset``,
+and the loop of the device pipeline. A measurement, not a test; the table is
+generated from the JSON it writes.
 
     python benchmarks/data_pipeline.py [--root EXTRACTED_CIFAR10_JPEG] [--epochs 3] \\
-        [--pipelines tfdata numpy] [--out benchmarks/results/data_pipeline.json]
+        [--pipelines tfdata numpy device] [--out benchmarks/results/data_pipeline.json]
     python benchmarks/data_pipeline.py --table benchmarks/results/data_pipeline.json
 
 Without --root, ``cifar10/cifar10-jpeg.tar.gz`` of the datasets folder
@@ -13,6 +14,16 @@ fills its cache; the NumPy path decodes every selected image once (threaded
 Pillow) when the dataset is built (reported as "build"), then only augments.
 Batches are produced the way ``model.fit`` consumes them (tf.data: iteration;
 PyDataset: ``batches[i]`` for every index, one thread).
+
+``device`` (``applications.train --pipeline device``): the normalised float32
+training array is given to ``model.fit(x, y, shuffle=True)`` whole, and the
+model crops and flips inside its compiled step (``RandomPadCropFlip``). What is
+left on the host is Keras' slicing of each batch and its transfer; its rate is
+measured as ``fit``'s on a model that does nothing else (the augmentation,
+global average pooling and a Dense layer), with ``steps_per_execution`` 1 and 8
+(1 only on PyTorch):
+the most images/s the device pipeline's loop can feed (epoch 1 includes
+compilation; "build" is decoding and normalising the subset).
 """
 
 import json
@@ -57,6 +68,52 @@ def measure(root, pipeline, epochs, batch_size):
     return rows, info.train_size
 
 
+def measure_device_loop(root, epochs, batch_size):
+    """Rows as ``measure``'s, for the device pipeline's ``fit`` loop (module doc)."""
+    import keras
+    import numpy as np
+
+    from keras_margins import data
+    from keras_margins.data.augment import CIFAR10_MEAN, CIFAR10_STD
+    from keras_margins.data.numpy_augment import numpy_normalizer
+
+    start = time.perf_counter()
+    (images, labels), _, info = data.image_folder_lt(root, 100, pipeline="arrays")
+    normalize = numpy_normalizer(CIFAR10_MEAN, CIFAR10_STD)
+    x, y = normalize(np.asarray(images)), np.asarray(labels, "int32")
+    black = normalize(np.zeros((1, 1, 1, 3), np.uint8))[0, 0, 0].tolist()
+    build = time.perf_counter() - start
+
+    class EpochTimes(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seconds.append(time.perf_counter() - self.start)
+
+    rows = []
+    # Keras' PyTorch trainer runs one step per call only.
+    for steps in (1,) if keras.backend.backend() == "torch" else (1, 8):
+        model = keras.Sequential([
+            keras.Input(x.shape[1:]),
+            data.RandomPadCropFlip(padding=4, fill_value=black, seed=0),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(info.num_classes)])
+        model.compile(optimizer="sgd", steps_per_execution=steps,
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        times = EpochTimes()
+        times.seconds = []
+        model.fit(x, y, batch_size=batch_size, epochs=epochs, shuffle=True, verbose=0,
+                  callbacks=[times])
+        label = f"device, steps_per_execution={steps}"
+        rows.append({"pipeline": label, "sampler": "instance-balanced", "epoch": "build",
+                     "seconds": build})
+        rows += [{"pipeline": label, "sampler": "instance-balanced", "epoch": epoch,
+                  "images": len(y), "seconds": seconds, "images_per_s": len(y) / seconds}
+                 for epoch, seconds in enumerate(times.seconds, start=1)]
+    return rows, info.train_size
+
+
 def table(report):
     """The Markdown table of a report written by ``main``."""
     lines = [f"CIFAR-10-LT ratio 100 ({report['train_size']} images), pad 4 + random crop + "
@@ -79,8 +136,9 @@ def main(argv=None):
     options.add_argument("--root", help="extracted CIFAR-10 JPEG folder (train/, test/)")
     options.add_argument("--epochs", type=int, default=3, help="default 3")
     options.add_argument("--batch-size", type=int, default=128, help="default 128")
-    options.add_argument("--pipelines", nargs="+", default=["tfdata", "numpy"],
-                         choices=["tfdata", "numpy"], help="default: tfdata numpy")
+    options.add_argument("--pipelines", nargs="+", default=["tfdata", "numpy", "device"],
+                         choices=["tfdata", "numpy", "device"],
+                         help="default: tfdata numpy device")
     options.add_argument("--table", help="print the table of an existing JSON report")
     args = options.parse_args(argv)
     if args.table:
@@ -101,7 +159,10 @@ def main(argv=None):
     try:
         rows = []
         for pipeline in args.pipelines:
-            measured, train_size = measure(root, pipeline, args.epochs, args.batch_size)
+            if pipeline == "device":
+                measured, train_size = measure_device_loop(root, args.epochs, args.batch_size)
+            else:
+                measured, train_size = measure(root, pipeline, args.epochs, args.batch_size)
             rows += measured
     finally:
         if tmp is not None:

@@ -333,6 +333,28 @@ if BACKEND == "torch":
         assert markdown(report).startswith("### torch.compile, cpu: forward+backward time / CE")
 
 
+if BACKEND == "jax":  # the same loop on every backend; timed once per suite
+    def test_data_pipeline_measures_the_device_pipelines_fit_loop(tmp_path, datasets_dir):
+        """``--pipelines device``: the whole long-tailed subset through ``fit`` on a
+        do-nothing model with on-device crops, once per ``steps_per_execution``."""
+        import data_pipeline
+
+        out, table = tmp_path / "pipeline.json", tmp_path / "pipeline.md"
+        data_pipeline.main(["--pipelines", "device", "--epochs", "2", "--out", str(out),
+                            "--markdown", str(table)])
+        report = json.loads(out.read_text())
+        assert report["train_size"] == 12406   # CIFAR-10-LT, ratio 100
+        labels = [f"device, steps_per_execution={steps}" for steps in (1, 8)]
+        for label in labels:
+            rows = [r for r in report["rows"] if r["pipeline"] == label]
+            assert [r["epoch"] for r in rows] == ["build", 1, 2]
+            assert rows[0]["seconds"] > 0
+            for row in rows[1:]:   # every image of the subset, every epoch
+                assert row["images"] == 12406
+                assert row["images_per_s"] == pytest.approx(12406 / row["seconds"])
+            assert f"| {label} | instance-balanced |" in table.read_text()
+
+
 def test_cc_sam_radius_measures_the_head_of_a_saved_model(tmp_path, datasets_dir):
     """The perturbation's relative size is positive for every class of the batches
     and scales linearly with kappa (identity of CC-SAM's radius rule)."""
