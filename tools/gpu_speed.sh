@@ -69,8 +69,8 @@ if [ "$SMOKE" = 1 ]; then
   train_args=(--smoke)
 else
   overhead_args=(--classes 1000 8142 100000 --repeats 3 --min-time 0.02)
-  # shellcheck disable=SC2206  # a word list
-  compile_args=(--classes 8142 100000 --repeats 3 --min-time 0.02 --losses $COMPILE_LOSSES)
+  read -r -a compile_losses <<< "$COMPILE_LOSSES"   # split on spaces, no globbing of [focal]
+  compile_args=(--classes 8142 100000 --repeats 3 --min-time 0.02 --losses "${compile_losses[@]}")
   step_args=(--quick)
   train_args=()
 fi
