@@ -270,12 +270,19 @@ def gather_target(scores, labels):
     On JAX and TensorFlow its gradient is the elementwise ``where(mask, g, 0)``
     rather than a scatter into a (batch, classes) buffer, so XLA fuses it into
     the scores' other gradient terms (one pass over (batch, classes) fewer).
+    On PyTorch it is a look-up in the flattened scores at ``i * C + y_i``
+    (``index_select``, whose backward keeps only the shape and the indices;
+    ``gather`` would keep the (batch, classes) scores alive until the backward
+    pass).
     """
     num_classes = scores.shape[-1]
     clipped = ops.cast(safe_labels(labels, num_classes), "int32")
-    index = ops.expand_dims(clipped, -1)
     if not _compiled_gradients():
-        return ops.take_along_axis(scores, index, axis=-1)[:, 0]
+        rows = ops.shape(scores)[0]
+        flat_index = (ops.arange(rows, dtype="int64") * num_classes
+                      + ops.cast(clipped, "int64"))
+        return ops.take(ops.reshape(scores, (-1,)), flat_index, axis=0)
+    index = ops.expand_dims(clipped, -1)
 
     @ops.custom_gradient
     def gather(scores):
@@ -430,7 +437,15 @@ def margin_softmax_cross_entropy(labels, scores, target_scores=None, scale=1.0,
             return values * ops.expand_dims(scale, -1)
         return values if scale == 1.0 else values * scale
 
-    if not _compiled_gradients() and not exclude_target:  # PyTorch: its fused kernel
+    if not _compiled_gradients():  # PyTorch: its fused kernels, no target mask
+        if exclude_target:
+            if target_scores is None:
+                target_scores = (gathered_target if gathered_target is not None
+                                 else gather_target(scores, labels))
+                if target_shift is not None:
+                    target_scores = target_scores + target_shift
+            return (_non_target_logsumexp(labels, scaled(scores))
+                    - scale * target_scores)
         if target_scores is not None:
             if gathered_target is None:
                 gathered_target = gather_target(scores, labels)
@@ -452,8 +467,6 @@ def margin_softmax_cross_entropy(labels, scores, target_scores=None, scale=1.0,
 
     if target_scores is None:
         target_scores = gather_target(scores, labels)
-    if not _compiled_gradients():  # exclude_target on PyTorch
-        return ops.logsumexp(adjusted(scores, target_scores), axis=-1) - scale * target_scores
     shift = None if non_target_max is None else ops.stop_gradient(non_target_max)
 
     @ops.custom_gradient
@@ -496,10 +509,26 @@ def _shifted_cross_entropy(labels, logits, shift):
     labels = ops.cast(safe_labels(labels, logits.shape[-1]), "int32")
     if shift is not None:
         rows = ops.shape(logits)[0]
-        index = ops.stack([ops.arange(rows, dtype="int32"), labels], axis=1)
-        logits = ops.scatter_update(logits, index, ops.broadcast_to(shift, (rows,)),
-                                    reduction="add")
+        logits = ops.scatter_update(logits, _target_index(labels),
+                                    ops.broadcast_to(shift, (rows,)), reduction="add")
     return ops.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+
+
+def _target_index(labels):
+    """(batch, 2) ``(i, y_i)`` pairs, the target entries for ``ops.scatter_update``."""
+    labels = ops.cast(labels, "int32")
+    return ops.stack([ops.arange(ops.shape(labels)[0], dtype="int32"), labels], axis=1)
+
+
+def _non_target_logsumexp(labels, logits):
+    """PyTorch's ``logsumexp_{j != y_i} logits_ij``: the target entries set to
+    ``-inf`` by a scatter (a copy and one element per row; its gradient passes
+    everything but those entries), then one ``logsumexp``, which keeps that
+    copy for its backward pass and no (batch, classes) mask."""
+    labels = safe_labels(labels, logits.shape[-1])
+    rows = ops.shape(logits)[0]
+    excluded = ops.full((rows,), -np.inf, dtype=ops.dtype(logits))
+    return ops.logsumexp(ops.scatter_update(logits, _target_index(labels), excluded), axis=-1)
 
 
 def non_target_softmax_statistics(scores, labels, mask=None):
@@ -568,11 +597,12 @@ def logsumexp_over_batch(scores, bias):
     with a constant per-class ``bias`` (no gradient). Gradient:
     ``d/dx_ij = g_j exp(x_ij + b_j - lse_j)``; on JAX and TensorFlow written out
     and recomputed from the scores (no (batch, classes) intermediate kept),
-    on PyTorch autograd through ``logsumexp``.
+    on PyTorch ``logsumexp(x_ij over i) + b_j`` (the constant moved out),
+    differentiated by autograd.
     """
     bias = ops.expand_dims(ops.stop_gradient(ops.cast(bias, ops.dtype(scores))), 0)
-    if not _compiled_gradients():
-        return ops.logsumexp(scores + bias, axis=0)
+    if not _compiled_gradients():  # the constant bias moves out: no (batch, classes) sum
+        return ops.logsumexp(scores, axis=0) + bias[0]
 
     @ops.custom_gradient
     def column_logsumexp(scores):
