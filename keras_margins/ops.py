@@ -26,6 +26,7 @@ __all__ = [
     "target_mask",
     "safe_labels",
     "gather_target",
+    "column",
     "take_per_class",
     "max_non_target",
     "margin_softmax_cross_entropy",
@@ -294,6 +295,19 @@ def gather_target(scores, labels):
         return ops.take_along_axis(scores, index, axis=-1)[:, 0], gradient
 
     return gather(scores)
+
+
+def column(values, index):
+    """``values[:, index]``, shape (batch,).
+
+    On PyTorch a look-up (``index_select``: a new (batch,) tensor) rather than
+    a strided view: a view that an operator saves for its backward pass keeps
+    the whole (batch, columns) tensor alive until then. Under XLA a slice
+    (a gather there would stay one in the compiled program).
+    """
+    if _compiled_gradients():
+        return values[:, index]
+    return ops.take(values, index, axis=-1)
 
 
 def take_per_class(values, labels):

@@ -247,23 +247,23 @@ def test_loss_traffic_is_reported_and_the_core_moves_at_most_cross_entropy_bytes
 if BACKEND == "torch":
     @pytest.mark.parametrize("loss_name", ["ArcFaceLoss", "GMSoftmaxLoss", "MaxMarginLoss",
                                            "LabelAwareSmoothingLoss", "LMSoftmaxLoss",
-                                           "LDAMLoss"])
+                                           "InfluenceBalancedLoss", "LDAMLoss"])
     def test_eager_torch_losses_keep_cross_entropys_autograd_memory(loss_name):
         """Tensors autograd keeps for the backward pass, deduplicated by storage:
         the gathered target keeps no (batch, classes) tensor alive (``index_select``
         into the flattened scores, not ``gather``, which keeps its input) and
         LM-Softmax's excluded target is a scatter, not a mask, so these losses keep
         what PyTorch's cross-entropy keeps (its log-softmax). With ``gather`` the
-        first four kept 2x, with the mask LM-Softmax 1.25x."""
+        first four kept 2x, with the mask LM-Softmax 1.25x; influence-balanced
+        kept all of ``y_pred`` through a view of its feature-norm column (2x)."""
         from loss_overhead import _inputs, step_builder
         from loss_zoo import constructors, long_tail_counts
 
-        scores, labels = _inputs(2048, 64, extra=0)
+        make, extra = constructors()[loss_name]   # extra: IB's feature-norm column
         build = step_builder("torch")
         _, ce_memory, _ = build(keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                                scores, labels)
-        _, memory, _ = build(constructors()[loss_name][0](long_tail_counts(2048)),
-                             scores, labels)
+                                *_inputs(2048, 64, extra=0))
+        _, memory, _ = build(make(long_tail_counts(2048)), *_inputs(2048, 64, extra=extra))
         assert ce_memory >= 64 * 2048 * 4    # the (batch, classes) log-softmax
         assert memory <= 1.05 * ce_memory, memory / ce_memory
 

@@ -8,6 +8,7 @@ Each is checked in value and gradient against the direct formula in float64
 numpy, including rows whose target dominates and logits far outside [-1, 1].
 """
 
+import keras
 import numpy as np
 import pytest
 from keras import ops
@@ -322,6 +323,23 @@ def test_gather_target_gradient_is_the_label_mask():
         lambda z: ops.sum(3.0 * km_ops.gather_target(z, ops.convert_to_tensor(labels))),
         scores)
     np.testing.assert_array_equal(grad, 3.0 * (np.arange(6)[None, :] == labels[:, None]))
+
+
+def test_column_is_the_slice_with_its_gradient_and_on_torch_owns_its_storage():
+    scores = _scores(5, 4)[0].astype("float32")
+    weights = np.linspace(-2.0, 3.0, scores.shape[0]).astype("float32")
+    value, grad = _compiled_value_and_grad(
+        lambda z: ops.sum(ops.convert_to_tensor(weights) * km_ops.column(z, 4)), scores)
+    np.testing.assert_allclose(value, (weights * scores[:, 4]).sum(), rtol=1e-6)
+    want = np.zeros_like(scores)
+    want[:, 4] = weights
+    np.testing.assert_array_equal(grad, want)
+    tensor = ops.convert_to_tensor(scores)
+    column = km_ops.column(tensor, 4)
+    np.testing.assert_array_equal(ops.convert_to_numpy(column), scores[:, 4])
+    if keras.backend.backend() == "torch":  # not a view: saving it keeps no (B, C) alive
+        assert column.untyped_storage().nbytes() == 4 * scores.shape[0]
+        assert column.untyped_storage().data_ptr() != tensor.untyped_storage().data_ptr()
 
 
 def test_non_target_max_gradient_splits_among_ties_and_skips_the_target():

@@ -28,7 +28,7 @@ def _split(y_pred, num_classes):
             f"`y_pred` of InfluenceBalancedLoss must be concat([logits, ||h||_1]) of "
             f"shape (batch_size, {expected}) for {num_classes} classes (use "
             f"keras_margins.layers.AppendFeatureNorm), received shape {shape}.")
-    return scores[:, :-1], scores[:, -1]
+    return scores[:, :-1], km_ops.column(scores, num_classes)
 
 
 def _influence_balanced_rule(batch, feature_norms, alpha, gamma, epsilon):
