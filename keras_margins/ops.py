@@ -271,19 +271,21 @@ def gather_target(scores, labels):
     On JAX and TensorFlow its gradient is the elementwise ``where(mask, g, 0)``
     rather than a scatter into a (batch, classes) buffer, so XLA fuses it into
     the scores' other gradient terms (one pass over (batch, classes) fewer).
-    On PyTorch it is a look-up in the flattened scores at ``i * C + y_i``
+    On eager PyTorch it is a look-up in the flattened scores at ``i * C + y_i``
     (``index_select``, whose backward keeps only the shape and the indices;
     ``gather`` would keep the (batch, classes) scores alive until the backward
-    pass).
+    pass); under ``torch.compile``, which decides what to keep itself, a gather.
     """
     num_classes = scores.shape[-1]
     clipped = ops.cast(safe_labels(labels, num_classes), "int32")
-    if not _compiled_gradients():
+    if _eager_torch():
         rows = ops.shape(scores)[0]
         flat_index = (ops.arange(rows, dtype="int64") * num_classes
                       + ops.cast(clipped, "int64"))
         return ops.take(ops.reshape(scores, (-1,)), flat_index, axis=0)
     index = ops.expand_dims(clipped, -1)
+    if not _compiled_gradients():
+        return ops.take_along_axis(scores, index, axis=-1)[:, 0]
 
     @ops.custom_gradient
     def gather(scores):
@@ -297,17 +299,22 @@ def gather_target(scores, labels):
     return gather(scores)
 
 
+def _eager_torch():
+    """Eager PyTorch: every op its own kernel, autograd keeping what each op saves
+    (not XLA, not a ``torch.compile`` trace, whose compiler decides both)."""
+    return not _compiled_gradients() and not torch_compiling()
+
+
 def column(values, index):
     """``values[:, index]``, shape (batch,).
 
-    On PyTorch a look-up (``index_select``: a new (batch,) tensor) rather than
-    a strided view: a view that an operator saves for its backward pass keeps
-    the whole (batch, columns) tensor alive until then. Under XLA a slice
-    (a gather there would stay one in the compiled program).
+    On eager PyTorch a copy of the column (a new (batch,) tensor) rather than
+    the strided view: a view that an operator saves for its backward pass keeps
+    the whole (batch, columns) tensor alive until then. Elsewhere the slice.
     """
-    if _compiled_gradients():
-        return values[:, index]
-    return ops.take(values, index, axis=-1)
+    if _eager_torch():
+        return ops.copy(values[:, index])
+    return values[:, index]
 
 
 def take_per_class(values, labels):
@@ -451,15 +458,14 @@ def margin_softmax_cross_entropy(labels, scores, target_scores=None, scale=1.0,
             return values * ops.expand_dims(scale, -1)
         return values if scale == 1.0 else values * scale
 
-    if not _compiled_gradients():  # PyTorch: its fused kernels, no target mask
-        if exclude_target:
-            if target_scores is None:
-                target_scores = (gathered_target if gathered_target is not None
-                                 else gather_target(scores, labels))
-                if target_shift is not None:
-                    target_scores = target_scores + target_shift
-            return (_non_target_logsumexp(labels, scaled(scores))
-                    - scale * target_scores)
+    if _eager_torch() and exclude_target:  # PyTorch's logsumexp, no target mask
+        if target_scores is None:
+            target_scores = (gathered_target if gathered_target is not None
+                             else gather_target(scores, labels))
+            if target_shift is not None:
+                target_scores = target_scores + target_shift
+        return _non_target_logsumexp(labels, scaled(scores)) - scale * target_scores
+    if not _compiled_gradients() and not exclude_target:  # PyTorch: its fused kernel
         if target_scores is not None:
             if gathered_target is None:
                 gathered_target = gather_target(scores, labels)
@@ -481,6 +487,8 @@ def margin_softmax_cross_entropy(labels, scores, target_scores=None, scale=1.0,
 
     if target_scores is None:
         target_scores = gather_target(scores, labels)
+    if not _compiled_gradients():  # exclude_target under torch.compile
+        return ops.logsumexp(adjusted(scores, target_scores), axis=-1) - scale * target_scores
     shift = None if non_target_max is None else ops.stop_gradient(non_target_max)
 
     @ops.custom_gradient
