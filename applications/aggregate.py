@@ -89,14 +89,16 @@ def aggregate_runs(runs, columns=("many", "medium", "few", "all"), digits=1):
 
 
 def _baseline(name, aggregates):
-    """The CE row a row is compared with: CE of the same variant (``ce [device]``
-    for ``ldam-drw [device]``) where there is one, else plain ``ce``; None for a
-    CE row itself."""
+    """``(row, mean top-1)`` of the CE row a row is compared with: CE of the same
+    variant (``ce [device]`` for ``ldam-drw [device]``) where there is one, else
+    plain ``ce``; ``(None, None)`` for a CE row itself (top-1 None where that
+    row is missing)."""
     recipe, _, variant = name.partition(" [")
     if recipe == "ce":
-        return None
+        return None, None
     same = f"ce [{variant}" if variant else "ce"
-    return same if same in aggregates else "ce"
+    baseline = same if same in aggregates else "ce"
+    return baseline, _mean(aggregates.get(baseline, {}).get("top1"))
 
 
 def _mean(value):
@@ -160,8 +162,7 @@ def format_tables(tables, paper_only=False):
         text.append(table)
         deltas = []
         for name, aggregate in aggregates.items():
-            baseline = _baseline(name, aggregates)
-            base = _mean(aggregates.get(baseline, {}).get("top1")) if baseline else None
+            baseline, base = _baseline(name, aggregates)
             if base is not None and _mean(aggregate.get("top1")) is not None:
                 vs = "" if baseline == "ce" else f" (vs {baseline})"
                 deltas.append(f"{name} {100 * (_mean(aggregate['top1']) - base):+.1f}{vs}")
@@ -184,8 +185,7 @@ def paper_table(aggregates, epochs):
     for name, aggregate in aggregates.items():
         top1 = _mean(aggregate.get("top1"))
         ours = "–" if top1 is None else f"{100 * top1:.1f}"
-        baseline = _baseline(name, aggregates)
-        base = _mean(aggregates.get(baseline, {}).get("top1")) if baseline else None
+        baseline, base = _baseline(name, aggregates)
         gain = "–" if top1 is None or base is None else f"{100 * (top1 - base):+.1f}"
         paper, source = PAPER_CIFAR10_LT.get(name.split(" [")[0], (None, "–"))
         paper_text = "–" if paper is None else f"{paper:.1f}"

@@ -34,7 +34,8 @@ from keras_margins import data as km_data
 
 from applications.cli import default_data_dir
 
-__all__ = ["LongTailedData", "load_dataset", "DATASETS", "PIPELINES", "default_data_dir"]
+__all__ = ["LongTailedData", "load_dataset", "device_training_array", "DATASETS", "PIPELINES",
+           "default_data_dir"]
 
 DATASETS = ("fashion-mnist-lt", "cifar10-lt", "digits-lt")
 PIPELINES = ("auto", "numpy", "tfdata", "device")
@@ -150,15 +151,23 @@ def _device_data(name, data_dir, counts, selected, seed, max_per_class, batch_si
     (x_train, y_train), _ = km_data.cifar10_lt(folder=folder, pipeline="arrays", **kwargs)[:2]
     _, test, info = km_data.cifar10_lt(folder=folder, pipeline="numpy", batch_size=batch_size,
                                        **kwargs)
+    x_train, black = device_training_array(x_train)
+    return LongTailedData(name, (x_train, np.asarray(y_train, "int32")), test, info, details={
+        "profile_counts": counts, "imbalance_ratio": imbalance_ratio, "profile": profile,
+        "data_dir": str(data_dir), "fill_value": black}, pipeline="device",
+        batch_size=batch_size)
+
+
+def device_training_array(images):
+    """The device pipeline's CIFAR training array and pad value: uint8 images
+    normalised as the host pipelines normalise them (float32), and the
+    normalised black pixel, the value the host pipelines pad with before
+    normalising (``RandomPadCropFlip(fill_value=...)``), as a list per channel."""
     from keras_margins.data.augment import CIFAR10_MEAN, CIFAR10_STD
     from keras_margins.data.numpy_augment import numpy_normalizer
     normalize = numpy_normalizer(CIFAR10_MEAN, CIFAR10_STD)   # the host pipelines' own
-    x_train = normalize(np.asarray(x_train))
-    black = normalize(np.zeros((1, 1, 1, 3), np.uint8))[0, 0, 0]   # the host pad value
-    return LongTailedData(name, (x_train, np.asarray(y_train, "int32")), test, info, details={
-        "profile_counts": counts, "imbalance_ratio": imbalance_ratio, "profile": profile,
-        "data_dir": str(data_dir), "fill_value": black.tolist()}, pipeline="device",
-        batch_size=batch_size)
+    black = normalize(np.zeros((1, 1, 1, 3), np.uint8))[0, 0, 0]
+    return normalize(np.asarray(images)), black.tolist()
 
 
 def load_dataset(name, data_dir=None, imbalance_ratio=100.0, profile="exp", seed=0,

@@ -73,15 +73,12 @@ def measure_device_loop(root, epochs, batch_size):
     import keras
     import numpy as np
 
+    from applications.data import device_training_array
     from keras_margins import data
-    from keras_margins.data.augment import CIFAR10_MEAN, CIFAR10_STD
-    from keras_margins.data.numpy_augment import numpy_normalizer
 
     start = time.perf_counter()
     (images, labels), _, info = data.image_folder_lt(root, 100, pipeline="arrays")
-    normalize = numpy_normalizer(CIFAR10_MEAN, CIFAR10_STD)
-    x, y = normalize(np.asarray(images)), np.asarray(labels, "int32")
-    black = normalize(np.zeros((1, 1, 1, 3), np.uint8))[0, 0, 0].tolist()
+    (x, black), y = device_training_array(images), np.asarray(labels, "int32")
     build = time.perf_counter() - start
 
     class EpochTimes(keras.callbacks.Callback):

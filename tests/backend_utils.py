@@ -85,3 +85,25 @@ def fit_and_roundtrip(model, loss, x, y, tmp_path, epochs=1, callbacks=None, bat
     assert type(reloaded.loss) is type(loss)
     assert reloaded.loss.get_config() == loss.get_config()
     return history, reloaded
+
+
+def without_tensorflow(env, folder):
+    """``env`` (a subprocess environment) where importing TensorFlow and
+    tensorflow_datasets fails, as on the GPU machines: stub packages that raise
+    ``ImportError`` are written to ``folder`` and put first on ``PYTHONPATH``."""
+    import os
+    import pathlib
+    import subprocess
+    import sys
+    folder = pathlib.Path(folder)
+    for name in ("tensorflow", "tensorflow_datasets"):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        (folder / name / "__init__.py").write_text(
+            f"raise ImportError('{name} is blocked by this test')\n")
+    env = dict(env)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(folder), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    check = subprocess.run([sys.executable, "-c", "import tensorflow"], env=env,
+                           capture_output=True, text=True)
+    assert "blocked by this test" in check.stderr
+    return env

@@ -14,6 +14,7 @@ import sys
 import tarfile
 
 import keras
+from backend_utils import without_tensorflow
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -21,20 +22,10 @@ BACKEND = keras.backend.backend()
 
 
 def _environment(tmp_path, **settings):
-    blocked = tmp_path / "blocked"
-    for name in ("tensorflow", "tensorflow_datasets"):
-        (blocked / name).mkdir(parents=True, exist_ok=True)
-        (blocked / name / "__init__.py").write_text(
-            f"raise ImportError('{name} is blocked by this test')\n")
     env = dict(os.environ, PYTHON=sys.executable, SMOKE="1", **settings)
     env["PATH"] = os.pathsep.join([str(pathlib.Path(sys.executable).parent), env["PATH"]])
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(blocked), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.pop("KERAS_BACKEND", None)  # the scripts choose it (keras' default needs TensorFlow)
-    check = subprocess.run([sys.executable, "-c", "import tensorflow"], env=env,
-                           capture_output=True, text=True)
-    assert "blocked by this test" in check.stderr
-    return env
+    return without_tensorflow(env, tmp_path / "blocked")
 
 
 def _run(script, env):
